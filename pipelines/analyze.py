@@ -78,42 +78,59 @@ class _Timer:
         return round(time.perf_counter() - self._t0, 4)
 
 
-def analyze_study(
-    study_path: Path | str,
-    report: "str | ParsedReport",
-    *,
-    out_dir: Path | str | None = None,
-    options: AnalyzeOptions | None = None,
-) -> StudyResult:
-    """Run the whole pre-read on one study and its report; write artifacts under ``out_dir`` when given.
+@dataclass
+class PreparedStudy:
+    """A study after the CPU stages that need no model: its volume, lung mask and parsed report."""
 
-    ``report`` is the report text, or a report already parsed (e.g. from a DICOM SR by
-    :func:`pipelines.report.parse_report_file`).
-    """
-    from pipelines.discordance import compare
-    from pipelines.infer import detect_nodules
+    ingested: object  # pipelines.ingest.IngestResult
+    volume: object  # pipelines.types.Volume
+    lungs: object  # pipelines.lungmask.LungSegmentation
+    parsed: object  # pipelines.report.ParsedReport
+    timings: dict[str, float]
+
+
+def prepare_study(study_path: Path | str, report: "str | ParsedReport",
+                  options: AnalyzeOptions | None = None) -> PreparedStudy:
+    """CPU stages: parse the report, ingest the series, segment the lungs."""
     from pipelines.ingest import load_study
     from pipelines.lungmask import segment_lungs
-    from pipelines.measure import measure_mask
     from pipelines.report import parse_report
 
     opts = options or AnalyzeOptions()
     timer = _Timer(opts.progress)
-    out = Path(out_dir) if out_dir is not None else None
-
     with timer.stage("report"):
         parsed = parse_report(report) if isinstance(report, str) else report
-
     with timer.stage("ingest"):
         ingested = load_study(Path(study_path), series_uid=opts.series_uid)
         volume = ingested.volume
-
     with timer.stage("preprocess"):
         lungs = segment_lungs(volume)
+    return PreparedStudy(ingested=ingested, volume=volume, lungs=lungs, parsed=parsed, timings=timer.timings)
 
+
+def run_model(prepared: PreparedStudy, options: AnalyzeOptions | None = None):
+    """The accelerator stage: nodule candidates from the model inside the lung mask."""
+    from pipelines.infer import detect_nodules
+
+    opts = options or AnalyzeOptions()
+    timer = _Timer(opts.progress)
     with timer.stage("infer"):
-        detections = detect_nodules(volume, lungs.labels, model=opts.model, backend=opts.backend,
+        detections = detect_nodules(prepared.volume, prepared.lungs.labels, model=opts.model, backend=opts.backend,
                                     device=_device(opts.device))
+    prepared.timings.update(timer.timings)
+    return detections
+
+
+def finish_study(prepared: PreparedStudy, detections, options: AnalyzeOptions | None = None, *,
+                 out_dir: Path | str | None = None) -> StudyResult:
+    """CPU stages after the model: measure each candidate, compare with the report, write artifacts."""
+    from pipelines.discordance import compare
+    from pipelines.measure import measure_mask
+
+    opts = options or AnalyzeOptions()
+    timer = _Timer(opts.progress)
+    volume, lungs, parsed = prepared.volume, prepared.lungs, prepared.parsed
+    out = Path(out_dir) if out_dir is not None else None
 
     ai_findings: list[AIFinding] = []
     masks: dict[str, np.ndarray] = {}
@@ -138,10 +155,12 @@ def analyze_study(
     artifacts: dict = {}
     if opts.overlays_dir is not None or opts.dicom_dir is not None or out is not None:
         with timer.stage("artifacts"):
-            artifacts = _write_artifacts(out, opts, ingested, volume, ai_findings, masks, measurements, parsed, cmp)
+            artifacts = _write_artifacts(out, opts, prepared.ingested, volume, ai_findings, masks, measurements,
+                                         parsed, cmp)
 
-    timings = dict(timer.timings)
-    timings["total"] = timer.total()
+    timings = dict(prepared.timings)
+    timings.update(timer.timings)
+    timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 4)
     result = StudyResult(
         study_uid=volume.study_uid,
         series_uid=volume.series_uid,
@@ -166,6 +185,24 @@ def analyze_study(
     log.info("study analysed: %d AI findings, %d report findings, verdict %s, %.1f s",
              len(ai_findings), len(parsed.findings), cmp.verdict, timings["total"])
     return result
+
+
+def analyze_study(
+    study_path: Path | str,
+    report: "str | ParsedReport",
+    *,
+    out_dir: Path | str | None = None,
+    options: AnalyzeOptions | None = None,
+) -> StudyResult:
+    """Run the whole pre-read on one study and its report; write artifacts under ``out_dir`` when given.
+
+    ``report`` is the report text, or a report already parsed (e.g. from a DICOM SR by
+    :func:`pipelines.report.parse_report_file`). The same three stages run in the Ray batch job.
+    """
+    opts = options or AnalyzeOptions()
+    prepared = prepare_study(study_path, report, opts)
+    detections = run_model(prepared, opts)
+    return finish_study(prepared, detections, opts, out_dir=out_dir)
 
 
 def _write_artifacts(out: Path | None, opts, ingested, volume, ai_findings, masks, measurements, parsed, cmp) -> dict:
