@@ -151,12 +151,27 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, num_gpus: int 
 
     if ray.is_initialized():
         return ray.cluster_resources()
+    if not address:
+        _loopback_only()
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False,
                  _node_ip_address="127.0.0.1", logging_level=logging.WARNING, log_to_driver=False)
     return ray.cluster_resources()
+
+
+def _loopback_only() -> None:
+    """Make an embedded Ray take 127.0.0.1 as its node address, so that its servers bind to loopback only.
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` is not enough: Ray swaps a loopback address for the machine's
+    routable one. With single-machine mode (the switch Ray itself uses on macOS/Windows) the node address is
+    loopback and GCS, raylet, workers and the dashboard agent listen on 127.0.0.1 (checked with ``ss -ltnp``).
+    """
+    import ray._private.ray_constants as ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # for worker processes started from here
+    ray_constants.ENABLE_RAY_CLUSTER = False  # the module read the variable at import
 
 
 def run_batch(studies: list[StudyInput], *, settings: dict | None = None, workers: int | None = None,
