@@ -1,0 +1,129 @@
+"""Model registry: a model name → its spec, read from the model card ``configs/models/<name>.yaml``.
+
+A model card states the contract in the spirit of a MONAI bundle's ``metadata.json``: architecture and its
+parameters, the weights file and its sha256, input spacing and HU window, patch size, inference settings
+(thresholds, coarse/fine spacing, sliding-window settings), the training data and the measured metrics.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.errors import ModelError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def configs_dir() -> Path:
+    return Path(os.environ.get("PREREAD_CONFIGS_DIR", REPO_ROOT / "configs"))
+
+
+def models_dir() -> Path:
+    return configs_dir() / "models"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArchitectureSpec(_Spec):
+    name: str  # unet | basicunet | segresnet (models.networks.ARCHITECTURES)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class FileSpec(_Spec):
+    file: str  # relative to the repository root, or absolute
+    sha256: str | None = None
+
+    def path(self) -> Path:
+        p = Path(self.file)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+
+class InputSpec(_Spec):
+    hu_window: tuple[float, float]  # HU clipped to this window then scaled to [0, 1]
+    spacing_mm: tuple[float, float, float]  # isotropic spacing the fine pass runs at (x, y, z)
+    patch_size: tuple[int, int, int]  # training patch (voxels at spacing_mm)
+
+
+class InferenceSpec(_Spec):
+    coarse_spacing_mm: float  # the coarse pass over the lungs runs at this isotropic spacing
+    fine_spacing_mm: float  # the fine pass around each candidate runs at this isotropic spacing
+    roi_size: tuple[int, int, int]  # sliding-window size (voxels)
+    overlap: float = 0.25
+    sw_batch_size: int = 2
+    candidate_threshold: float  # coarse-pass probability that makes a candidate region
+    threshold: float  # fine-pass probability that makes the candidate's mask
+    min_confidence: float  # candidates whose max fine probability is below this are dropped
+    lung_margin_mm: float  # the lung mask's bounding box is grown by this much
+    fine_margin_mm: float  # margin around a coarse candidate for its fine crop
+    min_volume_mm3: float  # smaller components are dropped
+
+
+class ModelSpec(_Spec):
+    name: str
+    version: str
+    description: str = ""
+    default: bool = False
+    not_for_clinical_use: bool = True
+    architecture: ArchitectureSpec
+    weights: FileSpec
+    onnx: FileSpec | None = None
+    torchscript: FileSpec | None = None
+    bundle: str | None = None  # a MONAI bundle folder, for backend "bundle"
+    backend: Literal["torch", "onnxruntime", "bundle"] = "torch"
+    input: InputSpec
+    inference: InferenceSpec
+    training: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+
+def list_models() -> list[str]:
+    d = models_dir()
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def default_model_name() -> str:
+    names = list_models()
+    defaults = [n for n in names if _read(models_dir() / f"{n}.yaml").get("default")]
+    if len(defaults) == 1:
+        return defaults[0]
+    if not names:
+        raise ModelError(f"no model cards in {models_dir()}; add configs/models/<name>.yaml")
+    raise ModelError(f"expected exactly one model card with 'default: true' in {models_dir()}, "
+                     f"found {defaults or 'none'}; pass a model name (one of {', '.join(names)})")
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ModelError(f"cannot read model card {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise ModelError(f"model card {path} is not a YAML mapping")
+    return data
+
+
+def load_spec(name: str | None = None) -> ModelSpec:
+    """The spec of model ``name`` (None: the card marked ``default: true``), or a path to a card."""
+    if name and (name.endswith((".yaml", ".yml")) or os.sep in name):
+        path = Path(name)
+    else:
+        name = name or default_model_name()
+        path = models_dir() / f"{name}.yaml"
+        if not path.is_file():
+            raise ModelError(f"unknown model {name!r}; known: {', '.join(list_models()) or 'none'} "
+                             f"(model cards live in {models_dir()})")
+    try:
+        return ModelSpec.model_validate(_read(path))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ModelError(f"model card {path} is invalid at {where}: {first['msg']} "
+                         f"({len(err.errors())} problem(s))") from err

@@ -1,0 +1,43 @@
+"""``preread export``: write the model as ONNX (dynamic spatial axes) or TorchScript."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from serving.cli._common import write_json
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export_cmd(
+        fmt: str = typer.Option("onnx", "--format", help="onnx | torchscript"),
+        model: str = typer.Option(None, "--model", help="Model card name (default: the card marked default)."),
+        out: str = typer.Option(None, "--out", help="Output file (default: the card's onnx/torchscript file)."),
+        json_path: str = typer.Option("-", "--json", help="Write {path, sha256} here ('-' = stdout)."),
+    ) -> None:
+        """Export the model card's network with its verified weights; prints the file and its sha256."""
+        from models.backends import load_network
+        from models.errors import ModelError as ModelsError
+        from models.export import FORMATS, export_onnx, export_torchscript
+        from models.registry import REPO_ROOT, load_spec
+        from pipelines.errors import ConfigError, ModelError
+
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        try:
+            spec = load_spec(model)
+            net = load_network(spec)
+            target = spec.onnx if fmt == "onnx" else spec.torchscript
+            if out:
+                path = Path(out)
+            elif target is not None:
+                path = target.path()
+            else:
+                path = REPO_ROOT / "models" / "weights" / f"{spec.name}.{'onnx' if fmt == 'onnx' else 'ts'}"
+            size = tuple(spec.input.patch_size)
+            digest = export_onnx(net, path, example_size=size) if fmt == "onnx" else export_torchscript(net, path, example_size=size)
+        except ModelsError as err:
+            raise ModelError(str(err)) from err
+        write_json({"model": spec.name, "format": fmt, "path": str(path), "sha256": digest}, json_path)
