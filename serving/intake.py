@@ -1,0 +1,93 @@
+"""Taking a study in: an uploaded zip is extracted safely (``pipelines.ingest_archive``) and its single
+StudyInstanceUID read from the DICOM headers, before the job is queued."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from pipelines.errors import IngestError, InputTooLargeError, ServingError
+from pipelines.ingest_archive import extract_zip, is_zip
+from pipelines.ingest_config import default_ingest_config
+from serving.dicomweb import UID_RE
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+async def save_upload(upload, dest: Path, max_bytes: int) -> int:
+    """Stream an UploadFile to ``dest``, refusing more than ``max_bytes``; returns the size."""
+    size = 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(dest, "xb") as out:
+            while True:
+                chunk = await upload.read(_CHUNK)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_bytes:
+                    raise InputTooLargeError(f"the upload is larger than the limit of {max_bytes} bytes",
+                                             hint="raise PREREAD_MAX_UPLOAD_MB or send the study from the PACS")
+                out.write(chunk)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    if size == 0:
+        dest.unlink(missing_ok=True)
+        raise ServingError("the uploaded file is empty", hint="send a zip of the study's DICOM files as 'file'")
+    return size
+
+
+def unpack_study(archive: Path, target: Path) -> Path:
+    """Extract an uploaded zip into ``target`` (refusing traversal, links and bombs); returns ``target``."""
+    if not is_zip(archive):
+        raise IngestError("the uploaded file is not a zip archive", hint="send a zip of the study's DICOM files")
+    n = extract_zip(archive, target, default_ingest_config().limits)
+    if n == 0:
+        shutil.rmtree(target, ignore_errors=True)
+        raise IngestError("the zip archive holds no files", hint="send a zip of the study's DICOM files")
+    return target
+
+
+def study_uids(folder: Path, max_files: int = 20000) -> set[str]:
+    """The StudyInstanceUIDs of the DICOM files under ``folder`` (headers only)."""
+    uids: set[str] = set()
+    n = 0
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        n += 1
+        if n > max_files:
+            break
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+        except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError):
+            continue
+        uid = str(getattr(ds, "StudyInstanceUID", "") or "").strip()
+        if uid:
+            uids.add(uid)
+    return uids
+
+
+def single_study_uid(folder: Path) -> str:
+    uids = study_uids(folder)
+    if not uids:
+        raise IngestError("the upload holds no DICOM file with a StudyInstanceUID",
+                          hint="send a zip of one CT study's DICOM files")
+    if len(uids) > 1:
+        raise IngestError(f"the upload holds {len(uids)} different studies; send one study per request")
+    uid = uids.pop()
+    if len(uid) > 64 or not UID_RE.match(uid):
+        raise IngestError("the upload's StudyInstanceUID is not a valid DICOM UID")
+    return uid
+
+
+def staging_dir(incoming: Path) -> Path:
+    return incoming / uuid.uuid4().hex
