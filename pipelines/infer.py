@@ -1,0 +1,269 @@
+"""Nodule detection and segmentation with the model of ``configs/models/<name>.yaml``.
+
+Coarse then fine, only inside the lungs:
+
+1. the bounding box of the lung mask, grown by ``lung_margin_mm``, is windowed and resampled to
+   ``coarse_spacing_mm`` isotropic and swept by ``sliding_window_inference``; probabilities outside the
+   (grown) lung mask are zeroed;
+2. each connected region of the coarse probability ≥ ``candidate_threshold`` gives a box (grown by
+   ``fine_margin_mm``) that is resampled to ``fine_spacing_mm`` and predicted again; the fine probability
+   is resampled back onto the volume's own grid inside that box;
+3. candidates are the connected components of fine probability ≥ ``threshold`` whose maximum
+   probability (the candidate's ``confidence``) reaches ``min_confidence`` and whose volume reaches
+   ``min_volume_mm3``.
+
+A candidate's ``mask`` is a *crop*: a bool array [k, j, i] whose voxel (0, 0, 0) is voxel ``offset``
+(k, j, i) of the volume; ``full_mask(shape)`` gives it on the whole grid.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from scipy import ndimage
+
+from models.backends import Backend, create_backend
+from models.errors import ModelError as _ModelsModelError
+from models.networks import size_divisor
+from models.registry import ModelSpec, load_spec
+from pipelines.errors import ModelError, PreprocessError
+from pipelines.preprocess import Box, grow_box, mask_box, prepare_crop, resample
+from pipelines.types import ModelInfo, Volume
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """One nodule candidate. ``mask`` is a crop placed at ``offset`` (k, j, i) in the volume's grid."""
+
+    mask: np.ndarray  # bool [k, j, i] crop
+    offset: tuple[int, int, int]  # (k0, j0, i0) of mask[0, 0, 0] in the volume
+    confidence: float  # max fine probability in the component
+    mean_probability: float
+    center_voxel: list[int]  # [i, j, k], rounded centroid of the mask
+    volume_mm3: float
+
+    def full_mask(self, shape: tuple[int, int, int]) -> np.ndarray:
+        out = np.zeros(shape, dtype=bool)
+        k0, j0, i0 = self.offset
+        dk, dj, di = self.mask.shape
+        out[k0:k0 + dk, j0:j0 + dj, i0:i0 + di] = self.mask
+        return out
+
+    @property
+    def box(self) -> Box:
+        return tuple((o, o + n) for o, n in zip(self.offset, self.mask.shape))  # type: ignore[return-value]
+
+
+@dataclass
+class Detections:
+    candidates: list[Candidate]
+    model_info: ModelInfo
+    probabilities: np.ndarray | None = None  # float16 [k, j, i] on the volume's grid (when asked for)
+    lung_box: Box | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_backend(name: str | None, backend: str, device: str) -> tuple[ModelSpec, Backend]:
+    spec = load_spec(name)
+    return spec, create_backend(spec, backend, torch.device(device))
+
+
+def get_model(model: str | None = None, backend: str = "torch",
+              device: torch.device | None = None) -> tuple[ModelSpec, Backend]:
+    """The model card and a ready backend (cached per model/backend/device). Raises pipelines ModelError."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    try:
+        return _cached_backend(model, backend, str(dev))
+    except _ModelsModelError as err:
+        raise ModelError(str(err)) from err
+
+
+@torch.no_grad()
+def _predict(backend: Backend, image: torch.Tensor, spec: ModelSpec, device: torch.device) -> torch.Tensor:
+    inf = spec.inference
+    roi = tuple(inf.roi_size)
+    try:
+        if all(s <= r for s, r in zip(image.shape[2:], roi)):
+            div = size_divisor(spec.architecture.name, spec.architecture.params)
+            pad = [(-s) % div for s in image.shape[2:]]
+            if any(pad):
+                x = torch.nn.functional.pad(image, (0, pad[2], 0, pad[1], 0, pad[0]), mode="replicate")
+                y = backend(x)
+                return y[:, :, :image.shape[2], :image.shape[3], :image.shape[4]]
+            return backend(image)
+        return sliding_window_inference(image, roi, inf.sw_batch_size, backend, overlap=inf.overlap,
+                                        mode="gaussian", sw_device=device, device=device)
+    except _ModelsModelError as err:
+        raise ModelError(str(err)) from err
+
+
+def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str | None = None,
+                   backend: str = "torch", device: torch.device | None = None,
+                   return_probabilities: bool = False) -> Detections:
+    """Find and segment lung nodules in ``volume`` (HU, [k, j, i]) inside ``lung_labels`` (> 0 = lung)."""
+    t0 = time.perf_counter()
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    spec, be = get_model(model, backend, dev)
+    inf, hu = spec.inference, tuple(spec.input.hu_window)
+    div = size_divisor(spec.architecture.name, spec.architecture.params)
+    arr = volume.array
+    if arr.ndim != 3 or min(arr.shape) < 1:
+        raise PreprocessError(f"volume array must be 3-D [k, j, i], got shape {arr.shape}")
+    sp = volume.spacing_mm
+    vox_mm3 = float(np.prod(sp))
+    timings: dict[str, float] = {}
+
+    # 1. lung box and coarse pass
+    t = time.perf_counter()
+    if lung_labels is not None:
+        if lung_labels.shape != arr.shape:
+            raise PreprocessError(f"lung mask shape {lung_labels.shape} differs from the volume's {arr.shape}")
+        lung_box = mask_box(lung_labels > 0, inf.lung_margin_mm, sp)
+        if lung_box is None:
+            log.warning("empty lung mask: no nodule search")
+            return Detections([], _info(spec, be), None, None, {"total": time.perf_counter() - t0})
+    else:
+        log.warning("no lung mask given: searching the whole volume")
+        lung_box = tuple((0, n) for n in arr.shape)  # type: ignore[assignment]
+    coarse = prepare_crop(arr, sp, lung_box, hu, inf.coarse_spacing_mm, divisor=1, device=dev)
+    timings["preprocess"] = time.perf_counter() - t
+    t = time.perf_counter()
+    prob_c = _predict(be, coarse.image, spec, dev)[0, 0].float()
+    if lung_labels is not None:
+        lm = torch.from_numpy(np.ascontiguousarray(_crop(lung_labels, lung_box) > 0)).to(dev)
+        lm = resample(lm.float(), tuple(prob_c.shape), mode="trilinear") > 0.01
+        grow_vox = max(1, int(round(inf.lung_margin_mm / inf.coarse_spacing_mm)))
+        lm = torch.nn.functional.max_pool3d(lm[None, None].float(), 2 * grow_vox + 1, stride=1, padding=grow_vox)[0, 0] > 0
+        prob_c = prob_c * lm
+    prob_c_np = prob_c.cpu().numpy()
+    timings["coarse"] = time.perf_counter() - t
+
+    # 2. fine pass around each coarse region
+    t = time.perf_counter()
+    lab, n = ndimage.label(prob_c_np >= inf.candidate_threshold)
+    boxes = []
+    scale = np.asarray([b[1] - b[0] for b in lung_box], dtype=np.float64) / np.asarray(prob_c_np.shape)
+    for sl in ndimage.find_objects(lab):
+        if sl is None:
+            continue
+        b = tuple((lung_box[a][0] + int(np.floor(sl[a].start * scale[a])),
+                   lung_box[a][0] + int(np.ceil(sl[a].stop * scale[a]))) for a in range(3))
+        boxes.append(grow_box(b, inf.fine_margin_mm, sp, arr.shape))
+    boxes = _merge_boxes(boxes)
+    full_prob = np.zeros(arr.shape, dtype=np.float16) if return_probabilities else None
+    if full_prob is not None:
+        up = resample(prob_c, tuple(b[1] - b[0] for b in lung_box)).cpu().numpy()
+        _crop(full_prob, lung_box)[...] = up.astype(np.float16)
+    cands: list[Candidate] = []
+    for box in boxes:
+        fine = prepare_crop(arr, sp, box, hu, inf.fine_spacing_mm, divisor=div, device=dev)
+        pf = _predict(be, fine.image, spec, dev)
+        pn = resample(pf, tuple(b[1] - b[0] for b in box))[0, 0].float().cpu().numpy()
+        if full_prob is not None:
+            _crop(full_prob, box)[...] = np.maximum(_crop(full_prob, box), pn.astype(np.float16))
+        cands.extend(_components(pn, box, inf.threshold, inf.min_confidence, inf.min_volume_mm3, vox_mm3))
+    timings["fine"] = time.perf_counter() - t
+    if lung_labels is not None:
+        cands = [c for c in cands if _touches_lung(c, lung_labels, inf.lung_margin_mm, sp)]
+    cands = _dedupe(cands)
+    cands.sort(key=lambda c: -c.confidence)
+    timings["total"] = time.perf_counter() - t0
+    timings = {k: round(v, 4) for k, v in timings.items()}
+    log.info("%d nodule candidates from %d coarse regions in %.2f s (%s on %s)", len(cands), n,
+             timings["total"], be.name, be.device)
+    return Detections(cands, _info(spec, be), full_prob, lung_box, timings)
+
+
+def _info(spec: ModelSpec, be: Backend) -> ModelInfo:
+    return ModelInfo(name=spec.name, version=spec.version, backend=be.name, device=be.device)
+
+
+def _crop(a: np.ndarray, box: Box) -> np.ndarray:
+    (k0, k1), (j0, j1), (i0, i1) = box
+    return a[k0:k1, j0:j1, i0:i1]
+
+
+def _merge_boxes(boxes: list[Box]) -> list[Box]:
+    """Union overlapping boxes until none overlap (so no region is predicted twice)."""
+    out = list(boxes)
+    merged = True
+    while merged:
+        merged = False
+        for a in range(len(out)):
+            for b in range(a + 1, len(out)):
+                if all(out[a][x][0] < out[b][x][1] and out[b][x][0] < out[a][x][1] for x in range(3)):
+                    out[a] = tuple((min(out[a][x][0], out[b][x][0]), max(out[a][x][1], out[b][x][1]))
+                                   for x in range(3))  # type: ignore[assignment]
+                    del out[b]
+                    merged = True
+                    break
+            if merged:
+                break
+    return out
+
+
+def _components(prob: np.ndarray, box: Box, threshold: float, min_conf: float, min_vol: float,
+                vox_mm3: float) -> list[Candidate]:
+    lab, _ = ndimage.label(prob >= threshold)
+    out = []
+    for idx, sl in enumerate(ndimage.find_objects(lab), start=1):
+        if sl is None:
+            continue
+        m = lab[sl] == idx
+        p = prob[sl][m]
+        vol = float(m.sum()) * vox_mm3
+        conf = float(p.max())
+        if conf < min_conf or vol < min_vol:
+            continue
+        off = tuple(int(box[a][0] + sl[a].start) for a in range(3))
+        ck, cj, ci = (np.argwhere(m).mean(axis=0) + np.asarray(off))
+        out.append(Candidate(mask=m, offset=off, confidence=conf, mean_probability=float(p.mean()),  # type: ignore[arg-type]
+                             center_voxel=[int(round(ci)), int(round(cj)), int(round(ck))], volume_mm3=vol))
+    return out
+
+
+def _touches_lung(c: Candidate, lung_labels: np.ndarray, margin_mm: float, spacing_xyz) -> bool:
+    """True when the candidate lies within ``margin_mm`` of the lung mask (juxtapleural nodules count)."""
+    box = grow_box(c.box, margin_mm, spacing_xyz, lung_labels.shape)
+    lung = _crop(lung_labels, box) > 0
+    if not lung.any():
+        return False
+    m = np.zeros(lung.shape, dtype=bool)
+    o = tuple(c.offset[a] - box[a][0] for a in range(3))
+    m[o[0]:o[0] + c.mask.shape[0], o[1]:o[1] + c.mask.shape[1], o[2]:o[2] + c.mask.shape[2]] = c.mask
+    dist = ndimage.distance_transform_edt(~lung, sampling=(spacing_xyz[2], spacing_xyz[1], spacing_xyz[0]))
+    return bool((dist[m] <= margin_mm).any())
+
+
+def _dedupe(cands: list[Candidate]) -> list[Candidate]:
+    """Drop a candidate whose voxels are mostly inside a more confident one (overlapping fine boxes)."""
+    keep: list[Candidate] = []
+    for c in sorted(cands, key=lambda c: -c.confidence):
+        dup = False
+        for k in keep:
+            ov = _overlap(c, k)
+            if ov > 0.5 * c.mask.sum():
+                dup = True
+                break
+        if not dup:
+            keep.append(c)
+    return keep
+
+
+def _overlap(a: Candidate, b: Candidate) -> int:
+    lo = [max(a.offset[x], b.offset[x]) for x in range(3)]
+    hi = [min(a.offset[x] + a.mask.shape[x], b.offset[x] + b.mask.shape[x]) for x in range(3)]
+    if any(h <= l for l, h in zip(lo, hi)):
+        return 0
+    sa = tuple(slice(lo[x] - a.offset[x], hi[x] - a.offset[x]) for x in range(3))
+    sb = tuple(slice(lo[x] - b.offset[x], hi[x] - b.offset[x]) for x in range(3))
+    return int((a.mask[sa] & b.mask[sb]).sum())

@@ -1,0 +1,65 @@
+"""detect_nodules: geometry of candidates, lung restriction, model info, errors; with the committed model
+on a synthetic study, the nodules are found."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.registry import load_spec
+from pipelines.errors import ModelError, PreprocessError
+from pipelines.infer import detect_nodules
+from pipelines.types import Volume
+from tests.models.conftest import write_card
+
+
+def phantom(shape=(40, 48, 48), spacing=(0.8, 0.8, 1.25)):
+    """Air outside, soft tissue body, lung box at -850 HU with one 8 mm solid sphere; lung labels 1/2."""
+    k, j, i = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    hu = np.full(shape, -1000, np.int16)
+    hu[2:-2, 2:-2, 2:-2] = 40
+    lung = np.zeros(shape, np.uint8)
+    lung[6:-6, 8:-8, 8:24] = 1
+    lung[6:-6, 8:-8, 26:-8] = 2
+    hu[lung > 0] = -850
+    c = np.array([20, 24, 16])
+    r = np.sqrt(((k - c[0]) * spacing[2]) ** 2 + ((j - c[1]) * spacing[1]) ** 2 + ((i - c[2]) * spacing[0]) ** 2)
+    hu[r <= 4.0] = 30
+    return Volume(array=hu, spacing_mm=spacing), lung
+
+
+def test_candidates_are_crops_inside_the_lung_box(tmp_path):
+    card = write_card(tmp_path)
+    vol, lung = phantom()
+    det = detect_nodules(vol, lung, model=str(card), device=torch.device("cpu"), return_probabilities=True)
+    assert det.model_info.name == "tiny" and det.model_info.backend == "torch" and det.model_info.device == "cpu"
+    assert det.probabilities is not None and det.probabilities.shape == vol.array.shape
+    assert det.probabilities.dtype == np.float16
+    (k0, k1), (j0, j1), (i0, i1) = det.lung_box
+    assert k0 >= 0 and k1 <= vol.array.shape[0]
+    for c in det.candidates:
+        full = c.full_mask(vol.array.shape)
+        assert full.sum() == c.mask.sum() > 0
+        i, j, k = c.center_voxel
+        assert k0 <= k < k1 and j0 <= j < j1 and i0 <= i < i1  # within the grown lung box
+        assert 0.0 <= c.confidence <= 1.0
+    assert "total" in det.timings_s
+
+
+def test_empty_lung_mask_gives_no_candidates(tmp_path):
+    card = write_card(tmp_path)
+    vol, lung = phantom()
+    det = detect_nodules(vol, np.zeros_like(lung), model=str(card))
+    assert det.candidates == []
+
+
+def test_bad_inputs_are_typed_errors(tmp_path):
+    card = write_card(tmp_path)
+    vol, lung = phantom()
+    with pytest.raises(PreprocessError, match="lung mask shape"):
+        detect_nodules(vol, lung[:-1], model=str(card))
+    with pytest.raises(ModelError, match="unknown model"):
+        detect_nodules(vol, lung, model="no-such-model")
+    with pytest.raises(ModelError, match="unknown backend"):
+        detect_nodules(vol, lung, model=str(card), backend="caffe")
