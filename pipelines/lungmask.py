@@ -1,0 +1,557 @@
+"""Classical lung segmentation: left and right lung, airways excluded, juxtapleural nodules kept inside.
+
+Method (after Hu, Hoffman & Reinhardt, IEEE TMI 2001; rolling-ball closing after Armato et al., Med Phys
+1999), on a coarse grid of about 2 mm, then returned at the native grid:
+
+1. body = largest 3-D component of tissue above ``body_hu`` after an in-plane opening (drops the table);
+2. lung candidates = voxels below ``lung_hu`` enclosed by the body in their axial slice; small and
+   gas-like components (bowel gas, air under the patient) are dropped;
+3. trachea and main bronchi: grown from a trachea seed with a lumen threshold that is tightened while it
+   leaks, plus small isolated air blobs near the body's midline in each axial slice; removed with a margin;
+4. left/right: two components, or an in-plane erosion that cuts the junction lines, then nearest-marker
+   growth; the side comes from the LPS x of each lung's centre (+x is the patient's left);
+5. per lung, an in-plane closing (``closing_radius_mm``) keeps pleural-based nodules inside, and holes
+   (vessels, nodules, intrapulmonary bronchi) are filled per axial slice.
+
+Lobes are *approximate*: assigned from the position within each lung (fissure planes from anatomical
+landmarks in ``configs/lungmask.yaml``), not from detected fissures, and only when the whole lung height
+is in the volume. ``LungSegmentation.lobes_approximate`` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from scipy import ndimage as ndi
+
+from pipelines.errors import ConfigError, PreprocessError
+from pipelines.paths import config_path
+from pipelines.types import Volume
+
+logger = logging.getLogger(__name__)
+
+RIGHT, LEFT = 1, 2
+SIDE_NAMES = {RIGHT: "right", LEFT: "left"}
+LOBE_CODES = {"RUL": 1, "RML": 2, "RLL": 3, "LUL": 4, "LLL": 5}
+LOBE_NAMES = {v: k for k, v in LOBE_CODES.items()}
+
+
+class LobeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    oblique_height_posterior: float = Field(0.70, ge=0, le=1)
+    oblique_height_anterior: float = Field(0.05, ge=0, le=1)
+    horizontal_height: float = Field(0.55, ge=0, le=1)
+    max_edge_fraction: float = Field(0.10, ge=0, le=1)
+
+
+class LungMaskConfig(BaseModel):
+    """Thresholds of the classical lung mask; defaults and sources in ``configs/lungmask.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+    coarse_inplane_mm: float = Field(2.0, gt=0)
+    coarse_slice_mm: float = Field(2.0, gt=0)
+    body_hu: float = -500.0
+    body_opening_mm: float = Field(4.0, ge=0)
+    lung_hu: float = -320.0
+    min_lung_component_ml: float = Field(5.0, ge=0)
+    min_lung_fraction: float = Field(0.02, ge=0, le=1)
+    gas_hu: float = -950.0
+    max_gas_fraction: float = Field(0.35, ge=0, le=1)
+    max_median_hu: float = -600.0
+    airway_hu: float = -900.0
+    airway_hu_tighten_to: float = -990.0
+    airway_hu_step: float = Field(20.0, gt=0)
+    max_airway_ml: float = Field(120.0, gt=0)
+    trachea_area_mm2: tuple[float, float] = (80.0, 900.0)
+    trachea_max_offset_mm: float = Field(45.0, gt=0)
+    airway_dilation_mm: float = Field(2.0, ge=0)
+    split_min_ratio: float = Field(0.15, gt=0, le=1)
+    split_max_erosion_mm: float = Field(12.0, ge=0)
+    closing_radius_mm: float = Field(12.0, ge=0)
+    fill_holes_2d: bool = True
+    lobes: LobeConfig = Field(default_factory=LobeConfig)
+
+
+def load_config(path: str | Path | None = None) -> LungMaskConfig:
+    """Read ``configs/lungmask.yaml`` (or ``path``) into a typed config."""
+    p = Path(path) if path is not None else config_path("lungmask.yaml")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except FileNotFoundError as err:
+        raise ConfigError(f"lung mask config not found: {p}", hint="restore configs/lungmask.yaml") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"lung mask config {p} is not valid YAML: {err}") from err
+    try:
+        return LungMaskConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"lung mask config {p} is invalid: {err}") from err
+
+
+@dataclass
+class LungSegmentation:
+    """Lung labels on the volume's grid ``[k, j, i]``: 0 outside, 1 right lung, 2 left lung.
+
+    ``lobes`` (same grid, or None): 1 RUL, 2 RML, 3 RLL, 4 LUL, 5 LLL. When ``lobes_approximate`` is True
+    they come from position within each lung, not from fissures: use them as a hint for reports, never
+    as a measurement.
+    """
+
+    labels: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    lobes: np.ndarray | None = None
+    lobes_approximate: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.labels > 0
+
+    def volume_ml(self, label: int) -> float:
+        return float(np.count_nonzero(self.labels == label) * np.prod(self.spacing_mm) / 1000.0)
+
+    def location_at(self, ijk) -> tuple[str | None, str | None]:
+        """(side, lobe) at voxel (i, j, k); the nearest lung voxel within 10 mm when it is outside."""
+        i, j, k = (int(round(v)) for v in ijk)
+        kk, jj, ii = self.labels.shape
+        if not (0 <= i < ii and 0 <= j < jj and 0 <= k < kk):
+            return None, None
+        lab = int(self.labels[k, j, i])
+        lobe = int(self.lobes[k, j, i]) if self.lobes is not None else 0
+        if lab == 0:
+            r = [max(1, int(round(10.0 / s))) for s in self.spacing_mm]  # (ri, rj, rk)
+            sl = (slice(max(0, k - r[2]), k + r[2] + 1), slice(max(0, j - r[1]), j + r[1] + 1),
+                  slice(max(0, i - r[0]), i + r[0] + 1))
+            sub = self.labels[sl]
+            pts = np.argwhere(sub > 0)
+            if len(pts) == 0:
+                return None, None
+            centre = np.array([k - sl[0].start, j - sl[1].start, i - sl[2].start])
+            d = (((pts - centre) * np.array(self.spacing_mm[::-1])) ** 2).sum(1)
+            p = pts[int(np.argmin(d))]
+            lab = int(sub[tuple(p)])
+            if self.lobes is not None:
+                lobe = int(self.lobes[sl][tuple(p)])
+        return SIDE_NAMES.get(lab), LOBE_NAMES.get(lobe)
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _block_mean(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
+    """Mean over blocks of f = (fk, fj, fi) voxels (edges padded by replication)."""
+    if f == (1, 1, 1):
+        return a.astype(np.float32)
+    pads = [(0, (-n) % s) for n, s in zip(a.shape, f)]
+    b = np.pad(a, pads, mode="edge") if any(p[1] for p in pads) else a
+    K, J, I = (n // s for n, s in zip(b.shape, f))
+    out = b.reshape(K, f[0], J, f[1], I, f[2]).astype(np.float32)
+    return out.mean(axis=(1, 3, 5))
+
+
+def _inplane_struct(radius_mm: float, sj: float, si: float) -> np.ndarray:
+    rj, ri = max(1, int(round(radius_mm / sj))), max(1, int(round(radius_mm / si)))
+    y, x = np.ogrid[-rj:rj + 1, -ri:ri + 1]
+    disk = (y * sj) ** 2 + (x * si) ** 2 <= radius_mm ** 2 + 1e-6
+    return disk[None, :, :]
+
+
+_PLANE8 = np.zeros((3, 3, 3), bool)
+_PLANE8[1] = True
+
+
+def _fill_holes_2d(m: np.ndarray) -> np.ndarray:
+    return ndi.binary_fill_holes(m, structure=_PLANE8)
+
+
+def _closing_2d(m: np.ndarray, r_mm: float, sp_kji: tuple[float, float, float]) -> np.ndarray:
+    """In-plane closing by a disk of radius r_mm, per axial slice, via distance transforms."""
+    if r_mm <= 0 or not m.any():
+        return m
+    pj, pi = int(np.ceil(r_mm / sp_kji[1])) + 2, int(np.ceil(r_mm / sp_kji[2])) + 2
+    mp = np.pad(m, ((0, 0), (pj, pj), (pi, pi)))
+    sampling = (1e4 * max(sp_kji), sp_kji[1], sp_kji[2])  # no distances across slices
+    dil = ndi.distance_transform_edt(~mp, sampling=sampling) <= r_mm
+    clo = ndi.distance_transform_edt(dil, sampling=sampling) > r_mm
+    return (clo | mp)[:, pj:-pj, pi:-pi]
+
+
+def _bbox(m: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, slice, slice]:
+    idx = np.nonzero(m)
+    return tuple(slice(max(0, int(ix.min()) - g), min(n, int(ix.max()) + g + 1))
+                 for ix, g, n in zip(idx, margin, m.shape))
+
+
+class _Grid:
+    """Coarse grid ↔ native voxel ↔ LPS mm."""
+
+    def __init__(self, volume: Volume, f: tuple[int, int, int], shape_c: tuple[int, int, int]):
+        self.volume, self.f, self.shape = volume, f, shape_c
+        sx, sy, sz = volume.spacing_mm
+        self.sp_kji = (sz * f[0], sy * f[1], sx * f[2])
+
+    def native_index(self, kji_c: np.ndarray) -> np.ndarray:
+        """Coarse (k, j, i) → native fractional (i, j, k) of the block centre."""
+        kji_c = np.asarray(kji_c, float)
+        f = np.array(self.f, float)
+        kji = kji_c * f + (f - 1) / 2.0
+        return kji[..., ::-1]
+
+    def to_mm(self, kji_c: np.ndarray) -> np.ndarray:
+        return self.volume.voxel_to_mm(self.native_index(kji_c))
+
+    def voxel_ml(self) -> float:
+        return float(np.prod(self.sp_kji)) / 1000.0
+
+
+# --------------------------------------------------------------------------------------------------
+# the steps
+
+
+def _body(hu: np.ndarray, cfg: LungMaskConfig, g: _Grid) -> np.ndarray:
+    tissue = hu > cfg.body_hu
+    if cfg.body_opening_mm > 0:
+        st = _inplane_struct(cfg.body_opening_mm, g.sp_kji[1], g.sp_kji[2])
+        opened = ndi.binary_opening(tissue, structure=st)
+    else:
+        opened = tissue
+    lab, n = ndi.label(opened)
+    if n == 0:
+        raise PreprocessError("no body found: no voxel above "
+                              f"{cfg.body_hu:.0f} HU", hint="is this a CT series in Hounsfield units?")
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    body = lab == int(np.argmax(sizes))
+    if cfg.body_opening_mm > 0:  # give back the skin and edges the opening took, not the table
+        body = ndi.binary_dilation(body, structure=st) & tissue | body
+    return _fill_holes_2d(body)
+
+
+def _components(m: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    lab, n = ndi.label(m)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    return lab, n, sizes
+
+
+def _lung_candidates(hu, body, cfg, g, warnings) -> np.ndarray:
+    cand = (hu < cfg.lung_hu) & body
+    lab, n, sizes = _components(cand)
+    if n == 0:
+        return cand
+    gas = np.bincount(lab.ravel(), weights=(hu < cfg.gas_hu).ravel().astype(np.float64), minlength=n + 1)
+    gas_frac = gas / np.maximum(sizes, 1)
+    min_vox = cfg.min_lung_component_ml / g.voxel_ml()
+    ids = np.arange(n + 1)
+    big = (sizes >= min_vox) & (ids > 0)
+    median = np.zeros(n + 1)
+    big_ids = ids[big]
+    if len(big_ids):
+        sel = big[lab]  # median only over the big components (the rest are dropped anyway)
+        median[big_ids] = ndi.median(hu[sel], lab[sel], big_ids)
+    lungish = big & (gas_frac <= cfg.max_gas_fraction) & (median <= cfg.max_median_hu)
+    if not lungish.any() and big.any():
+        warnings.append("lung mask: every air component is very dark (< "
+                        f"{cfg.gas_hu:.0f} HU); emphysema or a phantom? kept the largest ones")
+        lungish = big
+    if not lungish.any():
+        return np.zeros_like(cand)
+    largest = sizes[lungish].max()
+    keep = lungish & (sizes >= cfg.min_lung_fraction * largest)
+    return keep[lab]
+
+
+def _airways(hu, lung, body, cfg, g, warnings) -> np.ndarray:
+    """Trachea and main bronchi on the coarse grid (boolean)."""
+    K = hu.shape[0]
+    ij_area = g.sp_kji[1] * g.sp_kji[2]
+    a_min, a_max = cfg.trachea_area_mm2
+    # superior direction along k: LPS +z
+    kz = g.volume.direction[2, 2]
+    order = range(K - 1, -1, -1) if kz >= 0 else range(K)
+    airway2d = np.zeros_like(lung)
+    seed_slices: list[tuple[int, np.ndarray, np.ndarray]] = []
+    for k in order:
+        sl = lung[k]
+        if not sl.any():
+            continue
+        bj, bi = np.nonzero(body[k])
+        if len(bi) == 0:
+            continue
+        cx_mm = g.to_mm(np.array([k, bj.mean(), bi.mean()]))[0]
+        lab, n = ndi.label(sl, structure=np.ones((3, 3), bool))
+        if n == 0:
+            continue
+        idx = np.arange(1, n + 1)
+        area = ndi.sum_labels(np.ones_like(sl, float), lab, idx) * ij_area
+        cj = ndi.mean(np.indices(sl.shape)[0], lab, idx)
+        ci = ndi.mean(np.indices(sl.shape)[1], lab, idx)
+        mean_hu = ndi.mean(hu[k], lab, idx)
+        for n_, a, j_, i_, h in zip(idx, area, cj, ci, mean_hu):
+            if a > a_max or h > cfg.airway_hu:
+                continue
+            x_mm = g.to_mm(np.array([k, j_, i_]))[0]
+            if abs(x_mm - cx_mm) > cfg.trachea_max_offset_mm:
+                continue
+            comp = lab == n_
+            airway2d[k] |= comp
+            if a >= a_min:
+                seed_slices.append((k, comp, np.array([j_, i_])))
+    tree = np.zeros_like(lung)
+    if seed_slices:
+        # the most superior isolated airway cross-section seeds the tree
+        k0, comp0, _ = seed_slices[0]
+        seed = np.zeros_like(lung)
+        seed[k0] = comp0
+        sm = ndi.gaussian_filter(hu, sigma=0.5)
+        max_vox = cfg.max_airway_ml / g.voxel_ml()
+        thr = cfg.airway_hu
+        grown = None
+        while thr >= cfg.airway_hu_tighten_to - 1e-6:
+            dark = (sm < thr) & lung
+            lab, n = ndi.label(dark)
+            ids = np.unique(lab[seed & dark])
+            ids = ids[ids > 0]
+            if len(ids):
+                t = np.isin(lab, ids)
+                if t.sum() <= max_vox:
+                    grown = t
+                    break
+            thr -= cfg.airway_hu_step
+        if grown is None:
+            warnings.append("lung mask: airway tree growth leaked into the lungs at every threshold; "
+                            "only isolated airway cross-sections were removed")
+        else:
+            tree = grown
+    air = tree | airway2d
+    if cfg.airway_dilation_mm > 0 and air.any():
+        st = _inplane_struct(cfg.airway_dilation_mm, g.sp_kji[1], g.sp_kji[2])
+        air = ndi.binary_dilation(air, structure=st)
+    return air
+
+
+def _split(lung, hu, body, cfg, g, warnings) -> np.ndarray:
+    """Label 1 right, 2 left on the coarse grid."""
+    out = np.zeros(lung.shape, np.uint8)
+    lab, n, sizes = _components(lung)
+    if n == 0:
+        return out
+    order = np.argsort(sizes)[::-1]
+    order = order[sizes[order] > 0]
+    comps = [lab == c for c in order]
+
+    def cx(m):
+        return float(g.to_mm(np.array(ndi.center_of_mass(m)))[0])
+
+    body_cx = cx(body)
+    if len(comps) >= 2 and sizes[order[1]] >= cfg.split_min_ratio * sizes[order[0]]:
+        a, b = comps[0], comps[1]
+    else:
+        a, b = _erode_split(comps[0], cfg, g)
+        if b is None:
+            # one lung only, or the junction could not be cut: split at the body midline or keep one side
+            m = comps[0]
+            span = _x_span(m, g)
+            if span[0] < body_cx - 10 and span[1] > body_cx + 10:
+                warnings.append("lung mask: left and right lungs touch and could not be separated by "
+                                "erosion; split at the body's midline")
+                xs = _x_mm_grid(m.shape, g)
+                a, b = m & (xs < body_cx), m & (xs >= body_cx)
+            else:
+                warnings.append("lung mask: only one lung found")
+                side = LEFT if cx(m) > body_cx else RIGHT
+                out[m] = side
+                for c in comps[1:]:
+                    out[c] = LEFT if cx(c) > body_cx else RIGHT
+                return out
+        rest = comps[1:]
+    if len(comps) >= 2 and b is comps[1]:
+        rest = comps[2:]
+    xa, xb = cx(a), cx(b)
+    left, right = (a, b) if xa > xb else (b, a)
+    out[right] = RIGHT
+    out[left] = LEFT
+    mid = (xa + xb) / 2.0
+    for c in rest:
+        out[c & (out == 0)] = LEFT if cx(c) > mid else RIGHT
+    return out
+
+
+def _x_mm_grid(shape, g: _Grid) -> np.ndarray:
+    k, j, i = np.meshgrid(*(np.arange(s, dtype=np.float32) for s in shape), indexing="ij", sparse=True)
+    aff = g.volume.affine_lps
+    f = g.f
+    # x = row 0 of the affine applied to native (i, j, k)
+    ni, nj, nk = i * f[2] + (f[2] - 1) / 2, j * f[1] + (f[1] - 1) / 2, k * f[0] + (f[0] - 1) / 2
+    return (aff[0, 0] * ni + aff[0, 1] * nj + aff[0, 2] * nk + aff[0, 3]).astype(np.float32)
+
+
+def _x_span(m, g) -> tuple[float, float]:
+    pts = np.argwhere(m)
+    xs = g.to_mm(pts)[:, 0]
+    return float(np.percentile(xs, 2)), float(np.percentile(xs, 98))
+
+
+def _erode_split(m: np.ndarray, cfg: LungMaskConfig, g: _Grid):
+    """Erode in-plane until m falls apart into two large parts; grow them back by nearest marker."""
+    sl = _bbox(m, (1, 2, 2))
+    sub = m[sl]
+    n_iter = int(round(cfg.split_max_erosion_mm / min(g.sp_kji[1], g.sp_kji[2])))
+    st = np.zeros((3, 3, 3), bool)
+    st[1, 1, :] = st[1, :, 1] = True
+    er = sub
+    for _ in range(max(0, n_iter)):
+        er = ndi.binary_erosion(er, structure=st)
+        lab, n, sizes = _components(er)
+        if n < 2:
+            if n == 0:
+                break
+            continue
+        o = np.argsort(sizes)[::-1]
+        if sizes[o[1]] >= cfg.split_min_ratio * sizes[o[0]]:
+            markers = np.zeros(sub.shape, np.int32)
+            markers[lab == o[0]] = 1
+            markers[lab == o[1]] = 2
+            _, ind = ndi.distance_transform_edt(markers == 0, sampling=g.sp_kji, return_indices=True)
+            nearest = markers[tuple(ind)]
+            a = np.zeros_like(m)
+            b = np.zeros_like(m)
+            a[sl] = sub & (nearest == 1)
+            b[sl] = sub & (nearest == 2)
+            return a, b
+    return m, None
+
+
+def _approx_lobes(labels: np.ndarray, g: _Grid, cfg: LobeConfig, warnings) -> np.ndarray | None:
+    kz = g.volume.direction[2, 2]
+    if abs(kz) < 0.8:
+        warnings.append("lung mask: series is not axial; lobes not assigned")
+        return None
+    lobes = np.zeros(labels.shape, np.uint8)
+    for side in (RIGHT, LEFT):
+        m = labels == side
+        if not m.any():
+            continue
+        area = m.sum(axis=(1, 2)).astype(float)
+        if max(area[0], area[-1]) > cfg.max_edge_fraction * area.max():
+            warnings.append("lung mask: the lungs extend beyond the first or last slice; "
+                            "lobes not assigned (they need the whole lung height)")
+            return None
+        pts = np.argwhere(m)
+        mm = g.to_mm(pts)
+        z, y = mm[:, 2], mm[:, 1]
+        zn = (z - z.min()) / max(z.max() - z.min(), 1e-6)  # 0 base .. 1 apex (LPS +z is superior)
+        yn = (y - y.min()) / max(y.max() - y.min(), 1e-6)  # 0 anterior .. 1 posterior (LPS +y is posterior)
+        oblique = cfg.oblique_height_anterior + (cfg.oblique_height_posterior - cfg.oblique_height_anterior) * yn
+        lower = zn < oblique
+        if side == RIGHT:
+            code = np.where(lower, LOBE_CODES["RLL"],
+                            np.where(zn < cfg.horizontal_height, LOBE_CODES["RML"], LOBE_CODES["RUL"]))
+        else:
+            code = np.where(lower, LOBE_CODES["LLL"], LOBE_CODES["LUL"])
+        lobes[tuple(pts.T)] = code
+    return lobes
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _coerce_config(config) -> LungMaskConfig:
+    if config is None:
+        return load_config()
+    if isinstance(config, LungMaskConfig):
+        return config
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    if isinstance(config, dict):
+        try:
+            return LungMaskConfig.model_validate(config)
+        except ValidationError as err:
+            raise ConfigError(f"invalid lung mask config: {err}") from err
+    raise ConfigError(f"lung mask config must be a LungMaskConfig, dict or path, not {type(config).__name__}")
+
+
+def segment_lungs(volume: Volume, *, config: LungMaskConfig | dict | str | Path | None = None) -> LungSegmentation:
+    """Segment the lungs of a CT volume in HU; labels 1 = patient's right lung, 2 = left (LPS +x is left).
+
+    Raises PreprocessError when the array is not usable CT (non-finite values, no air, no body, no lung).
+    """
+    cfg = _coerce_config(config)
+    a = volume.array
+    warnings: list[str] = []
+    if a.size == 0 or min(a.shape) < 1:
+        raise PreprocessError(f"empty volume {a.shape}", hint="the series has no pixels")
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise PreprocessError("volume has NaN or infinite values", hint="check the rescale slope/intercept")
+    if volume.modality and volume.modality.upper() != "CT":
+        warnings.append(f"lung mask: modality is {volume.modality}, not CT; HU thresholds may not apply")
+    if abs(volume.direction[2, 2]) < 0.8:
+        warnings.append("lung mask: slices are not axial; in-plane steps treat k as the slice axis")
+
+    sx, sy, sz = volume.spacing_mm
+    f = (max(1, int(round(cfg.coarse_slice_mm / sz))), max(1, int(round(cfg.coarse_inplane_mm / sy))),
+         max(1, int(round(cfg.coarse_inplane_mm / sx))))
+    hu = _block_mean(a, f)
+    g = _Grid(volume, f, hu.shape)
+    if not (hu < cfg.lung_hu).any():
+        raise PreprocessError(f"no air-density voxels (< {cfg.lung_hu:.0f} HU) in the volume",
+                              hint="is this CT in Hounsfield units (rescale applied)?")
+
+    body = _body(hu, cfg, g)
+    lung = _lung_candidates(hu, body, cfg, g, warnings)
+    if not lung.any():
+        raise PreprocessError("no lung found in the volume",
+                              hint="the series must be a chest CT that shows the lungs")
+    air = _airways(hu, lung, body, cfg, g, warnings)
+    lung &= ~air
+    # airway removal can leave small crumbs
+    lab, n, sizes = _components(lung)
+    if n:
+        keep = sizes >= max(cfg.min_lung_component_ml / g.voxel_ml(), cfg.min_lung_fraction * sizes.max())
+        keep[0] = False
+        lung = keep[lab]
+    if not lung.any():
+        raise PreprocessError("no lung left after removing the airways",
+                              hint="the series must be a chest CT that shows the lungs")
+    labels_c = _split(lung, hu, body, cfg, g, warnings)
+
+    # per-lung closing and hole filling (keeps juxtapleural nodules and vessels inside)
+    r_mm = cfg.closing_radius_mm
+    margin = (1, int(np.ceil(r_mm / g.sp_kji[1])) + 1, int(np.ceil(r_mm / g.sp_kji[2])) + 1)
+    final = np.zeros_like(labels_c)
+    for side in (RIGHT, LEFT):
+        m = labels_c == side
+        if not m.any():
+            continue
+        sl = _bbox(m, margin)
+        sub = _closing_2d(m[sl], r_mm, g.sp_kji)
+        if cfg.fill_holes_2d:
+            sub = _fill_holes_2d(sub)
+        other = (labels_c[sl] != 0) & (labels_c[sl] != side)
+        sub &= body[sl] & ~other & ~air[sl] | m[sl]
+        tgt = final[sl]
+        tgt[sub & (tgt == 0)] = side
+    labels_c = final
+
+    # back to the native grid (nearest block)
+    K, J, I = a.shape
+    ik = np.minimum(np.arange(K) // f[0], labels_c.shape[0] - 1)
+    ij = np.minimum(np.arange(J) // f[1], labels_c.shape[1] - 1)
+    ii = np.minimum(np.arange(I) // f[2], labels_c.shape[2] - 1)
+    labels = labels_c[np.ix_(ik, ij, ii)]
+
+    lobes = None
+    if cfg.lobes.enabled:
+        lobes_c = _approx_lobes(labels_c, g, cfg.lobes, warnings)
+        if lobes_c is not None:
+            lobes = lobes_c[np.ix_(ik, ij, ii)]
+    for w in warnings:
+        logger.info(w)
+    return LungSegmentation(labels=labels, spacing_mm=volume.spacing_mm, lobes=lobes,
+                            lobes_approximate=True, warnings=warnings)
