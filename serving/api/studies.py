@@ -89,7 +89,7 @@ async def submit_study(request: Request, who: Submitter, settings: SettingsDep, 
         report = _check_report(body.report, settings)
         res = await run_in_threadpool(queue.enqueue, study_uid=check_uid(body.study_uid), report_text=report,
                                       source="pacs", submitted_by=who.token_id, actor=who.name)
-    elif ctype == "multipart/form-data":
+    elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         res = await _submit_upload(request, who, settings, queue)
     else:
         err = ServingError(f"unsupported Content-Type {ctype or '(none)'!r}",
