@@ -158,6 +158,9 @@ def finish_study(prepared: PreparedStudy, detections, options: AnalyzeOptions | 
             artifacts = _write_artifacts(out, opts, prepared.ingested, volume, ai_findings, masks, measurements,
                                          parsed, cmp)
 
+    close = getattr(prepared.ingested, "close", None)
+    if close is not None:
+        close()  # a zip's temporary folder is no longer needed
     timings = dict(prepared.timings)
     timings.update(timer.timings)
     timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 4)
@@ -215,11 +218,15 @@ def _write_artifacts(out: Path | None, opts, ingested, volume, ai_findings, mask
         report_sizes = _report_size_text(cmp, parsed)
         paths = render_overlays(volume, ai_findings, masks, measurements, report_sizes, overlays_dir)
         artifacts["overlays"] = [str(p) for p in paths]
-    if dicom_dir is not None and ai_findings and getattr(ingested, "source_datasets", None):
+    if dicom_dir is not None and ai_findings:
         from pipelines.dicom_out import write_seg, write_sr
 
-        sources = ingested.source_datasets()
-        if sources:
+        if volume.metadata.get("resampled") or any(f is not None for f in getattr(ingested, "source_frames", [])):
+            log.warning("DICOM SEG/SR not written: the volume was resampled or came from a multi-frame file, "
+                        "so its slices are not the source images one to one")
+            artifacts["dicom_skipped"] = "volume resampled or multi-frame source"
+        elif getattr(ingested, "source_files", None):
+            sources = ingested.source_headers()
             seg = write_seg(sources, masks, ai_findings, dicom_dir)
             sr = write_sr(sources, seg, ai_findings, measurements, dicom_dir)
             artifacts["seg"] = str(seg)

@@ -77,6 +77,7 @@ def prepare_row(row: dict, settings: dict) -> dict:
     try:
         parsed = parse_report_file(Path(row["report_path"]))
         prepared = prepare_study(row["study_path"], parsed, _options(settings))
+        prepared.ingested.close()  # the volume is in memory; a zip's temporary folder must not travel
         out["prepared"] = pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as err:  # noqa: BLE001 - recorded per study, the batch goes on
         out["error"] = _describe(err)
