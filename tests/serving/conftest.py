@@ -84,3 +84,94 @@ def pipeline_ready() -> str | None:
         except ImportError as err:
             return f"{mod}: {err}"
     return None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def service_env(data_dir: Path, **extra) -> dict:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREREAD_")}
+    env.update({"PREREAD_DATA_DIR": str(data_dir), "PREREAD_LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1",
+                "PREREAD_POLL_S": "0.2"})
+    env.update({f"PREREAD_{k.upper()}": str(v) for k, v in extra.items()})
+    return env
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval: float = 0.5):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+LIVE_REPORT = ("CT CHEST WITHOUT CONTRAST. FINDINGS: There is a 2.5 cm spiculated mass in the right upper lobe. "
+               "No other pulmonary nodules. IMPRESSION: Right upper lobe mass, suspicious for malignancy.")
+
+
+@pytest.fixture(scope="session")
+def live_service(tmp_path_factory, lidc_folder):
+    """`preread serve` in a subprocess (one worker) on a free loopback port, with one real study analysed.
+
+    Yields (base_url, tokens by role, job id of the analysed study, data dir).
+    """
+    import subprocess
+    import sys
+
+    import httpx
+
+    reason = pipeline_ready()
+    if reason:
+        pytest.skip(f"end-to-end pipeline not available yet ({reason})")
+    data_dir = tmp_path_factory.mktemp("live") / "data"
+    port = free_port()
+    env = service_env(data_dir, workers=1)
+    tokens = {}
+    for role in ("reader", "submitter", "admin"):
+        out = subprocess.run([sys.executable, "-c", "from serving.cli import run; run()", "token", "create",
+                              "--role", role, "--name", f"live-{role}"], env=env, capture_output=True, text=True,
+                             check=True)
+        tokens[role] = out.stdout.strip()
+    log = open(data_dir / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-c", "from serving.cli import run; run()", "serve", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def up():
+            try:
+                return httpx.get(base + "/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return proc.poll() is not None and pytest.fail("preread serve exited: " +
+                                                               (data_dir / "serve.log").read_text()[-2000:])
+        wait_for(up, 60, "preread serve to answer /health")
+        r = httpx.post(base + "/studies", headers=auth(tokens["submitter"]),
+                       files={"file": ("study.zip", zip_folder(lidc_folder), "application/zip")},
+                       data={"report": LIVE_REPORT}, timeout=60)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+
+        def finished():
+            d = httpx.get(f"{base}/studies/{job_id}", headers=auth(tokens["reader"]), timeout=10).json()
+            return d if d["status"] in ("done", "failed") else None
+        detail = wait_for(finished, 900, "the study to be analysed", interval=2)
+        assert detail["status"] == "done", detail
+        yield base, tokens, job_id, data_dir
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
