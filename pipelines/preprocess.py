@@ -25,7 +25,8 @@ def window_hu(array: np.ndarray | torch.Tensor, hu_window: tuple[float, float]) 
     if not hi > lo:
         raise PreprocessError(f"HU window {hu_window} is empty; the model card must give [low, high] with low < high")
     t = torch.as_tensor(array).float()
-    return ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(t)
+    out = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(t)
+    return out.as_tensor() if hasattr(out, "as_tensor") else out  # a plain tensor, not a MetaTensor
 
 
 def spacing_kji(spacing_xyz: tuple[float, float, float]) -> np.ndarray:
