@@ -25,6 +25,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/preread demo --out demo-out
 
+# Debian packages for the service's integration tests (Orthanc + DICOMweb, headless Chromium). Fast when present;
+# without root or apt the tests that need them skip.
+SYSTEM_PACKAGES := orthanc orthanc-dicomweb chromium chromium-driver
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q $$missing >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; } \
+	  || echo "system-deps: could not install$$missing; their tests will be skipped"; \
+	else echo "system-deps: missing$$missing (apt-get install as root); their tests will be skipped"; fi
+
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
