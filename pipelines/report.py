@@ -1,0 +1,792 @@
+"""Report understanding: every pulmonary nodule the radiologist wrote, with size, place, certainty, history.
+
+``parse_report(text)`` and ``parse_report_file(path)`` return a :class:`ParsedReport` whose ``findings``
+are :class:`~pipelines.types.ReportFinding` (field names fixed by DESIGN.md) and whose ``context`` is a
+:class:`~pipelines.types.ReportContext`. Rules and word lists are data (``configs/report/lexicon.yaml``);
+the negation and uncertainty handling follows NegEx/ConText (trigger, scope to the clause, terminators,
+pseudo-triggers) and was measured against medspaCy's ConText on the labelled set in
+``tests/data/reports`` (see ``benchmarks/report_parsing.py``).
+
+Conventions (see ``tests/data/reports/README.md``): sizes in mm (cm converted), ``size_mm`` the axes as
+written, ``mean_diameter_mm`` the mean of the first two axes (Fleischner 2017 / Lung-RADS v2022 mean
+diameter), a range gives its upper end (``bound="range"``, ``size_range_mm``), a bound keeps its number
+(``bound`` "<", "≤", ">", "~"). A report that says there are no nodules gives one finding with
+``negated=True`` and ``count=0``; "no new nodules" carries ``stability="new"`` and
+``negation_scope="new"`` (older nodules may exist), while a global negative has ``negation_scope="all"``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.errors import PrereadError, ReportParseError
+from pipelines.report_extract import (
+    Anchor, ImageRefMention, LocMention, SizeMention, find_anchors, find_image_refs, find_locations, find_sizes,
+)
+from pipelines.report_lexicon import Lexicon, load_lexicon
+from pipelines.report_text import Sentence, check_text, decode_bytes, find_sentences, normalise, read_report_file
+from pipelines.types import ImageRef, Location, ReportContext, ReportFinding
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ParsedReport", "parse_report", "parse_report_file", "parse_report_bytes"]
+
+_FINDING_SECTIONS = ("findings", "impression", "other")
+_STOP = {"and", "or", "with", "in", "of", "on", "at", "is", "are", "was", "were", "the", "to", "from", "previously",
+         "measuring", "measures", "measured", "which", "that", "but", "also", "as", "compared", "for", "by", "seen",
+         "noted", "now", "then", "prior", "has", "have", "had", "there", "a", "an", "since", "image", "series", "se",
+         "im", "within", "along", "near", "than", "not", "no", "when", "while", "after", "before", "again"}
+_CHARACTERISATION = re.compile(
+    r"(?:(?:consistent|compatible)\s+with|suggestive\s+of|suggesting|in\s+keeping\s+with|represent\w*|reflect\w*|"
+    r"likely|probably|most\s+likely|favou?r\w*|due\s+to|characteristic\s+of|typical\s+of|such\s+as|"
+    r"suspicious\s+for|concerning\s+for|worrisome\s+for|c/w|like|than|thought\s+to\s+be|appearance\s+of|"
+    r"features\s+of|consistent\s+with\s+(?:a\s+)?(?:benign|old|healed)|may\s+be|could\s+be|either)"
+    r"\s+(?:(?:a|an|the|small|old|healed|benign|calcified|prior|multiple|pulmonary|intrapulmonary|primary|or|"
+    r"metastatic)\s+){0,3}$", re.I)
+_DEFINITE = re.compile(r"(?:\b(?:the|this|that|these|those|said|it|its|above|aforementioned)\s+(?:[\w-]+\s+){0,5})$", re.I)
+_PSEUDO_NEG = re.compile(
+    r"(?<![\w-])(?:no\s+(?:significant\s+|appreciable\s+|definite\s+|interval\s+|measurable\s+|substantial\s+)?"
+    r"(?:interval\s+)?(?:change|changes|growth|increase|enlargement|progression|difference)|not\s+(?:significantly\s+)?"
+    r"(?:changed|enlarged|increased|grown|calcified)|without\s+(?:significant\s+|interval\s+)?(?:change|growth|enlargement)|"
+    r"no\s+(?:further|additional|routine)\s+(?:follow[- ]?up|imaging|evaluation|workup)|not\s+(?:excluded|be\s+excluded)|"
+    r"no\s+calcification|without\s+calcification|no\s+doubt|not\s+only|no\s+longer\s+(?:requires?|needed))(?![\w])", re.I)
+_PRONOUN_START = re.compile(r"^\s*(?:it|this|which|measur\w*|size|they|these|the\s+(?:lesion|nodule|mass|latter))\b", re.I)
+_LARGEST = re.compile(r"(?:largest|biggest|dominant|up\s+to|ranging|range|the\s+larger)", re.I)
+_CLAUSE_BREAK = re.compile(r";|(?<![\w-])(?:but|however|although|though|whereas|aside\s+from|apart\s+from|except|"
+                           r"other\s+than|besides)(?![\w])", re.I)
+_INTERVAL = re.compile(
+    r"(?<![\w.])(?P<a>\d{1,2})(?:\s*(?:-|to|or)\s*(?P<b>\d{1,2}))?[\s-]*(?P<u>months?|mos?\.?|years?|yrs?|weeks?|wks?)(?![\w])"
+    r"|(?<![\w-])(?P<w>one|two|three|six|twelve)[\s-]+(?P<wu>months?|years?)(?![\w])"
+    r"|(?<![\w-])(?P<ann>annual|yearly|one[- ]year|1[- ]year)(?![\w])", re.I)
+_WORD_NUM = {"one": 1, "two": 2, "three": 3, "six": 6, "twelve": 12}
+
+
+@dataclass
+class ParsedReport:
+    """The findings and context of one report, plus the text they index into."""
+
+    findings: list[ReportFinding]
+    context: ReportContext
+    text: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def report_negative(self) -> bool:
+        """True when the report says there are no nodules (a global negative) and describes none."""
+        pos = [f for f in self.findings if not f.negated]
+        neg = [f for f in self.findings if f.negated and getattr(f, "negation_scope", "all") == "all"]
+        return bool(neg) and not pos
+
+    def to_json(self) -> dict:
+        return {
+            "report_findings": [f.model_dump(mode="json") for f in self.findings],
+            "report_context": self.context.model_dump(mode="json"),
+            "warnings": list(self.warnings),
+        }
+
+
+# ------------------------------------------------------------------------------------------ entry points
+
+def parse_report_file(path: Path | str, *, lexicon: Lexicon | None = None) -> ParsedReport:
+    """Parse a report file: plain text in any encoding, or a DICOM SR (its TEXT content items)."""
+    lex = lexicon or load_lexicon()
+    text = read_report_file(path, max_bytes=lex.max_bytes)
+    return parse_report(text, lexicon=lex)
+
+
+def parse_report_bytes(data: bytes, *, lexicon: Lexicon | None = None) -> ParsedReport:
+    """Parse raw bytes (text in any encoding, or a DICOM SR)."""
+    from pipelines.report_text import is_dicom, sr_text
+
+    lex = lexicon or load_lexicon()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ReportParseError(f"report bytes expected, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > lex.max_bytes:
+        raise ReportParseError(f"report is {len(data)} bytes, more than the limit of {lex.max_bytes}")
+    text = sr_text(data) if is_dicom(data) else decode_bytes(data)
+    return parse_report(text, lexicon=lex)
+
+
+def parse_report(text: str, *, lexicon: Lexicon | None = None) -> ParsedReport:
+    """Parse report text into findings and context; :class:`ReportParseError` for input that is not a report."""
+    if isinstance(text, (bytes, bytearray)):
+        return parse_report_bytes(bytes(text), lexicon=lexicon)
+    if not isinstance(text, str):
+        raise ReportParseError(f"report text expected, got {type(text).__name__}")
+    lex = lexicon or load_lexicon()
+    check_text(text, max_chars=lex.max_bytes)
+    try:
+        return _parse(text, lex)
+    except PrereadError:
+        raise
+    except RecursionError as ex:  # pragma: no cover - defensive: nothing here recurses on input
+        raise ReportParseError("report too deeply nested to parse") from ex
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+@dataclass
+class _Draft:
+    """A finding while it is being built (ints are absolute offsets into the text)."""
+
+    anchor: Anchor | None
+    start: int
+    end: int
+    sent: Sentence
+    kind: str = "nodule"
+    sizes: list[SizeMention] = field(default_factory=list)
+    priors: list[SizeMention] = field(default_factory=list)
+    solid: list[SizeMention] = field(default_factory=list)
+    locs: list[LocMention] = field(default_factory=list)
+    refs: list[ImageRefMention] = field(default_factory=list)
+    composition: str | None = None
+    stability: str | None = None
+    negated: bool = False
+    hedged: bool = False
+    count: int = 1
+    count_qualifier: str | None = None
+    size_qualifier: str | None = None
+    largest: bool = False
+    summary: bool = False  # a mention that only sums up ("multiple nodules", "the nodule") or recommends
+    extra_spans: list[list[int]] = field(default_factory=list)
+    neg_scope: str = "all"
+
+
+def _parse(text: str, lex: Lexicon) -> ParsedReport:
+    norm = normalise(text)
+    sentences = find_sentences(norm, lex)
+    drafts: list[_Draft] = []
+    prev_sentence_drafts: list[_Draft] = []
+    for sent in sentences:
+        if sent.section not in _FINDING_SECTIONS and sent.section != "recommendation":
+            prev_sentence_drafts = []
+            continue
+        got = _sentence_drafts(norm, sent, lex, prev_sentence_drafts)
+        if sent.section == "recommendation":
+            for d in got:
+                d.summary = True
+        drafts.extend(got)
+        if got:
+            prev_sentence_drafts = got
+    drafts = _dedupe(drafts)
+    findings = [_to_finding(i, d, text) for i, d in enumerate(drafts, 1)]
+    context = _context(norm, sentences, lex)
+    return ParsedReport(findings=findings, context=context, text=text)
+
+
+def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]) -> list[_Draft]:
+    s, e = sent.start, sent.end
+    anchors = find_anchors(norm, s, e, lex)
+    sizes = find_sizes(norm, s, e, lex)
+    if not anchors and not sizes:
+        return []
+    # sizes inside an anchor or image-ref word are not sizes
+    locs = find_locations(norm, s, e)
+    refs = find_image_refs(norm, s, e)
+    sizes = [z for z in sizes if not any(r.start <= z.start < r.end for r in refs)]
+    sent_text = norm[s:e]
+    breaks = [m.start() + s for m in _CLAUSE_BREAK.finditer(sent_text)]
+
+    for a in anchors:
+        if a.target:
+            a.pulmonary = _is_pulmonary(norm, a, s, e, sent, lex, breaks)
+
+    starts = [a.start for a in anchors]
+    ends = [a.end for a in anchors]
+
+    # --- sizes → anchors
+    for z in sizes:
+        z.owner = _size_owner(norm, z, anchors, starts, ends, s, e, breaks)
+
+    # --- drafts from pulmonary target anchors
+    drafts: dict[int, _Draft] = {}
+    for i, a in enumerate(anchors):
+        if not (a.target and a.pulmonary):
+            continue
+        d = _Draft(anchor=a, start=a.start, end=a.end, sent=sent, kind=a.kind or "nodule", composition=a.composition)
+        drafts[i] = d
+    # sizes without an owner: an implicit nodule when the sentence is about the lung
+    orphan = [z for z in sizes if z.owner is None and not z.solid_component]
+    if orphan:
+        if prev and _PRONOUN_START.match(sent_text) and not any(d.sizes for d in prev[-1:]):
+            host = prev[-1]
+            for z in orphan:
+                (host.priors if z.prior else host.sizes).append(z)
+            host.extra_spans.append([s, e])
+        elif sent.topic == "lung" and not anchors:
+            d = _Draft(anchor=None, start=s, end=e, sent=sent)
+            drafts[-1] = d
+            for z in orphan:
+                z.owner = -1
+    for z in sizes:
+        if z.owner is None or z.owner not in drafts:
+            continue
+        d = drafts[z.owner]
+        if z.solid_component:
+            d.solid.append(z)
+        elif z.prior:
+            d.priors.append(z)
+        else:
+            d.sizes.append(z)
+
+    if not drafts:
+        return []
+
+    # --- locations, image refs, composition, stability → nearest anchor
+    for loc in locs:
+        loc.owner = _nearest_anchor(loc.start, loc.end, anchors, starts, ends, breaks)
+        if loc.owner == -2 and -1 in drafts:
+            loc.owner = -1
+        if loc.owner is None and -1 in drafts:
+            loc.owner = -1
+        if loc.owner in drafts:
+            drafts[loc.owner].locs.append(loc)
+    for ref in refs:
+        owner = _ref_owner(ref, sizes, anchors, starts, ends, breaks)
+        if owner is None and -1 in drafts:
+            owner = -1
+        ref.owner = owner
+        if owner in drafts:
+            drafts[owner].refs.append(ref)
+    masked = lex.composition_excluded.sub(lambda m: " " * len(m.group()), norm[s:e])
+    for name, rx in lex.composition:
+        for m in rx.finditer(masked):
+            a0, a1 = m.start() + s, m.end() + s
+            if any(a.start <= a0 < a.end and a.target for a in anchors) and name != "calcified":
+                own = [i for i, a in enumerate(anchors) if a.start <= a0 < a.end]
+                owner = own[0] if own else None
+            else:
+                owner = _nearest_anchor(a0, a1, anchors, starts, ends, breaks, inside_ok=True)
+            if owner is None and -1 in drafts:
+                owner = -1
+            if owner in drafts:
+                d = drafts[owner]
+                # part-solid beats solid; ground-glass beats solid; calcified beats everything
+                d.composition = _merge_composition(d.composition, name)
+    for name, rx in lex.stability:
+        for m in rx.finditer(norm, s, e):
+            owner = _nearest_anchor(m.start(), m.end(), anchors, starts, ends, breaks, inside_ok=True)
+            if owner is None and -1 in drafts:
+                owner = -1
+            if owner in drafts and drafts[owner].stability is None:
+                if name == "resolved":
+                    continue  # handled as negation below
+                drafts[owner].stability = name
+
+    # --- per draft: negation, hedging, count, qualifiers
+    neg_masked = _PSEUDO_NEG.sub(lambda m: "#" * len(m.group()), norm[s:e])
+    for i, d in drafts.items():
+        a = d.anchor
+        if a is None:
+            d.hedged = _hedged(norm, d.start, d.end, s, e, lex)
+            continue
+        clause_s, clause_e = _clause(a.start, a.end, s, e, breaks)
+        d.negated = _negated(neg_masked, a, s, clause_s, clause_e, lex, sizes)
+        d.hedged = _hedged(norm, a.start, a.end, clause_s, clause_e, lex)
+        if d.negated and re.search(r"\bnew\b", norm[clause_s:a.start], re.I):
+            d.stability = d.stability or "new"
+        if d.negated and d.stability == "new":
+            d.neg_scope = "new"
+        before = norm[max(clause_s, a.start - 60):a.start]
+        np_before = re.split(r"[,;:().]|\b(?:and|or|with|in|of|is|are)\b", before)[-1]
+        d.count, d.count_qualifier = _count(np_before, a, lex, sizes)
+        q = lex.size_qualifiers.search(np_before)
+        if q:
+            d.size_qualifier = q.group().lower().replace(" ", "-")
+        if _LARGEST.search(norm[a.start:min(clause_e, a.end + 60)]) or (
+                d.sizes and _LARGEST.search(norm[max(s, d.sizes[0].start - 25):d.sizes[0].start])):
+            d.largest = True
+        if a.needs_focal and not d.sizes and not lex.focal.search(np_before) and not d.negated:
+            d.summary = True
+            d.kind = "drop"
+        if a.needs_focal and d.negated:
+            d.kind = "drop"
+        pre = norm[max(s, a.start - 60):a.start]
+        if _CHARACTERISATION.search(pre) and not d.sizes:
+            d.summary = True
+            d.kind = d.kind if d.kind != "drop" else "drop"
+            setattr(d, "_characterisation", True)
+        elif _DEFINITE.search(norm[max(s, a.start - 50):a.start]) and not d.sizes and not d.negated:
+            setattr(d, "_definite", True)
+        if lex.recommendation.search(norm[s:e]) and not d.sizes and not d.negated:
+            d.summary = True
+        if d.negated:
+            d.count = 0
+
+    out = [d for i, d in sorted(drafts.items(), key=lambda kv: kv[1].start) if d.kind != "drop"]
+    out = _merge_in_sentence(out, prev)
+    out = _split_multi(out)
+    for d in out:
+        _infer_stability(d)
+    return out
+
+
+def _is_pulmonary(norm: str, a: Anchor, s: int, e: int, sent: Sentence, lex: Lexicon, breaks: list[int]) -> bool:
+    before = norm[max(s, a.start - 40):a.start]
+    np_before = re.split(r"[,;:().]|\b(?:and|or|with|in|of|is|are|was|were|the)\b", before)[-1]
+    for m in lex.organ_modifiers.finditer(np_before):
+        word = m.group().lower()
+        tail = np_before[m.end():m.end() + 6]
+        if word == "pleural" and (tail.startswith("-based") or tail.startswith(" based")):
+            continue
+        return False
+    after = norm[a.end:min(e, a.end + 45)]
+    m = re.match(r"^\s*(?:[\w-]+\s+){0,2}?(?:in|of|within|involving|at|along|arising\s+from|from)\s+(?:the\s+)?"
+                 r"(?:(?:left|right|upper|lower|ventral|dorsal|posterior|anterior|inferior|superior)\s+)?(?:[\w-]+\s+)?", after, re.I)
+    if m:
+        rest = after[m.end():]
+        mo = lex.organ_modifiers.match(rest) or lex.distractors.match(rest)
+        if mo and not lex.lung_words.match(rest):
+            word = mo.group().lower()
+            if not (word == "pleural" and rest[mo.end():mo.end() + 6].lstrip("-").startswith("based")):
+                return False
+    clause_s, clause_e = _clause(a.start, a.end, s, e, breaks)
+    lung_here = bool(lex.lung_words.search(norm, clause_s, a.start) or lex.lung_words.search(norm, a.end, clause_e)
+                     or lex.lung_words.search(norm[s:e]))
+    if sent.topic == "other" and not lung_here:
+        return False
+    if a.needs_lung:
+        return lung_here or sent.topic == "lung"
+    return True
+
+
+def _clause(a0: int, a1: int, s: int, e: int, breaks: list[int]) -> tuple[int, int]:
+    i = bisect.bisect_right(breaks, a0)
+    cs = breaks[i - 1] if i > 0 else s
+    j = bisect.bisect_left(breaks, a1)
+    ce = breaks[j] if j < len(breaks) else e
+    return cs, ce
+
+
+def _size_owner(norm: str, z: SizeMention, anchors: list[Anchor], starts: list[int], ends: list[int],
+                s: int, e: int, breaks: list[int]) -> int | None:
+    # 1. before a noun: "a 7 mm solid nodule", "38 mm cyst"
+    i = bisect.bisect_left(starts, z.end)
+    while i < len(anchors) and anchors[i].start - z.end <= 45:
+        gap = norm[z.end:anchors[i].start]
+        words = re.findall(r"[\w/-]+", gap)
+        if re.search(r"[,;:.()\[\]]", gap) or len(words) > 5 or any(w.lower() in _STOP for w in words) \
+                or re.search(r"\d", gap):
+            break
+        return i
+    # 2. the nearest noun before it in the clause: "nodule ... measuring 6 mm"
+    cs, ce = _clause(z.start, z.end, s, e, breaks)
+    j = bisect.bisect_right(ends, z.start) - 1
+    # ends is not sorted strictly with starts for overlapping anchors; scan back a few
+    best = None
+    for k in range(len(anchors) - 1, -1, -1):
+        a = anchors[k]
+        if a.end <= z.start and a.start >= cs:
+            best = k
+            break
+    del j
+    if best is not None:
+        return best
+    # 3. the nearest noun after it in the clause: "Measuring 6 mm, a nodule ..."
+    k = bisect.bisect_left(starts, z.end)
+    if k < len(anchors) and anchors[k].start < ce and anchors[k].start - z.end <= 80:
+        return k
+    # 4. any noun before it in the sentence
+    for k in range(len(anchors) - 1, -1, -1):
+        if anchors[k].end <= z.start:
+            return k
+    return None
+
+
+def _nearest_anchor(p0: int, p1: int, anchors: list[Anchor], starts: list[int], ends: list[int],
+                    breaks: list[int], *, inside_ok: bool = False) -> int | None:
+    """Index of the anchor nearest to [p0, p1): after-anchors count double, clause breaks add a penalty."""
+    if not anchors:
+        return None
+    k = bisect.bisect_left(starts, p0)
+    best, best_d = None, None
+    for idx in range(max(0, k - 4), min(len(anchors), k + 4)):
+        a = anchors[idx]
+        if a.start <= p0 < a.end or (a.start < p1 <= a.end):
+            if inside_ok:
+                return idx
+            d = 0.0
+        elif a.end <= p0:
+            d = p0 - a.end
+        else:
+            d = (a.start - p1) * 2.0
+        lo, hi = (a.end, p0) if a.end <= p0 else (p1, a.start)
+        if any(lo <= b < hi for b in breaks):
+            d += 200
+        if best_d is None or d < best_d:
+            best, best_d = idx, d
+    return best
+
+
+def _ref_owner(ref: ImageRefMention, sizes: list[SizeMention], anchors: list[Anchor], starts: list[int],
+               ends: list[int], breaks: list[int]) -> int | None:
+    # the nearest size or anchor before the reference, whichever is closer
+    cand: list[tuple[int, int | None]] = []
+    for z in sizes:
+        if z.end <= ref.start and z.owner is not None:
+            cand.append((ref.start - z.end, z.owner))
+    for i, a in enumerate(anchors):
+        if a.end <= ref.start:
+            cand.append((ref.start - a.end, i))
+    if cand:
+        return min(cand, key=lambda c: c[0])[1]
+    return _nearest_anchor(ref.start, ref.end, anchors, starts, ends, breaks)
+
+
+_COMP_RANK = {"solid": 0, "ground-glass": 1, "part-solid": 2, "calcified": 3}
+
+
+def _merge_composition(old: str | None, new: str) -> str:
+    if old is None:
+        return new
+    return old if _COMP_RANK.get(old, 0) >= _COMP_RANK.get(new, 0) else new
+
+
+def _negated(masked: str, a: Anchor, s: int, cs: int, ce: int, lex: Lexicon, sizes: list[SizeMention]) -> bool:
+    pre = masked[max(cs, a.start - 90) - s:a.start - s]
+    cues = list(lex.neg_pre.finditer(pre))
+    if cues:
+        gap = pre[cues[-1].end():]
+        # a new noun phrase ("..., a 5 mm nodule") or a sized mention after a comma is outside the cue's reach
+        if not re.search(r",\s*(?:a|an|there\s+is|there\s+are|\d)\b", gap, re.I) and not lex.neg_term.search(gap) \
+                and not re.search(r"\b(?:is|are|was|were)\b", gap, re.I):
+            return True
+    post = masked[a.end - s:min(ce, a.end + 90) - s]
+    m = lex.neg_post.search(post)
+    if m and not re.search(r"[,:]\s*(?:a|an|and)\s", post[:m.start()]):
+        between = post[:m.start()]
+        if not lex.neg_term.search(between) and not any(
+                t for t in re.finditer(r"\b(?:nodules?|mass(?:es)?|lesions?)\b", between, re.I)):
+            return True
+    return False
+
+
+def _hedged(norm: str, a0: int, a1: int, cs: int, ce: int, lex: Lexicon) -> bool:
+    window = norm[max(cs, a0 - 90):min(ce, a1 + 110)]
+    if lex.hedge.search(window):
+        # "not excluded" only hedges when it really reads "cannot be excluded"/"not excluded"
+        return True
+    tail = norm[a1:ce].rstrip()
+    return tail.endswith("?")
+
+
+def _count(np_before: str, a: Anchor, lex: Lexicon, sizes: list[SizeMention]) -> tuple[int, str | None]:
+    found = None
+    for m in lex.count_re.finditer(np_before):
+        if m.group("num"):
+            rest = np_before[m.end():]
+            if re.match(r"\s*(?:-|\.)?\s*(?:mm|cm|milli|centi|x\b)", rest, re.I):
+                continue
+            found = (int(m.group("num")), None)
+            break
+        word = re.sub(r"\s+", " ", m.group("word").lower())
+        n = lex.count_words.get(word)
+        if n is None:
+            continue
+        if n == 1 and a.plural:
+            continue
+        found = (n, word)
+        break
+    if found:
+        n, word = found
+        if a.plural and n < 2:
+            n = lex.plural_default_count
+        if re.search(r"(?:greater|more)\s+than\s+\S+\s*$", np_before[:np_before.lower().find(word) + len(word)] if word
+                     else np_before, re.I):
+            n += 1
+        return n, word
+    return (lex.plural_default_count if a.plural else 1), None
+
+
+def _merge_in_sentence(drafts: list[_Draft], prev: list[_Draft]) -> list[_Draft]:
+    """Fold characterising ("consistent with a granuloma") and anaphoric mentions into their finding."""
+    out: list[_Draft] = []
+    for d in drafts:
+        char = getattr(d, "_characterisation", False)
+        definite = getattr(d, "_definite", False)
+        host = None
+        pool = [x for x in out if not x.negated] or ([x for x in prev if not x.negated] if (char or definite) else [])
+        if (char or definite) and pool:
+            cand = pool[-1]
+            if _loc_compatible(cand, d):
+                host = cand
+        if host is not None:
+            host.composition = _merge_composition(host.composition, d.composition) if d.composition else host.composition
+            host.hedged = host.hedged or (d.hedged and char)
+            host.locs.extend(d.locs)
+            host.refs.extend(d.refs)
+            host.stability = host.stability or d.stability
+            host.extra_spans.append([d.start, d.end])
+            continue
+        if char and not pool:
+            d.summary = False  # nothing to characterise: the mention stands for itself
+        out.append(d)
+    # several negated mentions in one sentence ("no nodules or masses") are one negative statement
+    merged: list[_Draft] = []
+    for d in out:
+        if d.negated and not d.sizes and not _lobe_of(d):
+            same = [m for m in merged if m.negated and not m.sizes and not _lobe_of(m) and m.neg_scope == d.neg_scope]
+            if same:
+                same[0].extra_spans.append([d.start, d.end])
+                continue
+        merged.append(d)
+    return merged
+
+
+def _loc_compatible(a: _Draft, b: _Draft) -> bool:
+    la, lb = _lobe_of(a), _lobe_of(b)
+    return la is None or lb is None or la == lb
+
+
+def _lobe_of(d: _Draft) -> str | None:
+    for loc in d.locs:
+        if loc.lobe:
+            return loc.lobe
+    return None
+
+
+def _split_multi(drafts: list[_Draft]) -> list[_Draft]:
+    """"Two nodules measuring 4 and 6 mm" → two findings, each with its own size, location and image."""
+    out: list[_Draft] = []
+    for d in drafts:
+        if len(d.sizes) < 2 or d.largest:
+            if len(d.sizes) > 1:
+                d.sizes = [max(d.sizes, key=lambda z: max(z.axes_mm))]
+            out.append(d)
+            continue
+        sizes = sorted(d.sizes, key=lambda z: z.start)
+        priors = sorted(d.priors, key=lambda z: z.start)
+        locs = sorted(d.locs, key=lambda l: l.start)
+        after_anchor = [l for l in locs if l.start >= sizes[0].start - 40 and (l.lobe or l.side) and l.start > d.end]
+        paired: dict[int, list[LocMention]] = {i: [] for i in range(len(sizes))}
+        shared = [l for l in locs if l not in after_anchor]
+        if after_anchor and len(after_anchor) == len(sizes):
+            loc_first = after_anchor[0].start < sizes[0].start
+            for i, l in enumerate(after_anchor):
+                paired[i].append(l)
+            del loc_first
+        else:
+            for l in after_anchor:
+                i = min(range(len(sizes)), key=lambda k: abs(sizes[k].start - l.start))
+                paired[i].append(l)
+        for i, z in enumerate(sizes):
+            nd = _Draft(anchor=d.anchor, start=d.start, end=d.end, sent=d.sent, kind=d.kind, sizes=[z],
+                        composition=d.composition, stability=d.stability, negated=d.negated, hedged=d.hedged,
+                        count=1, size_qualifier=d.size_qualifier, neg_scope=d.neg_scope)
+            nd.locs = shared + paired[i]
+            nxt = sizes[i + 1].start if i + 1 < len(sizes) else 10 ** 12
+            nd.refs = [r for r in d.refs if z.start <= r.start < nxt] or ([] if len(sizes) > 1 else d.refs)
+            nd.priors = [p for p in priors if z.end <= p.start < nxt] if priors else []
+            nd.solid = [p for p in d.solid if z.end <= p.start < nxt]
+            out.append(nd)
+    return out
+
+
+def _infer_stability(d: _Draft) -> None:
+    if d.stability or not d.sizes or not d.priors:
+        return
+    cur, old = _mean(d.sizes[0].axes_mm), _mean(d.priors[0].axes_mm)
+    d.stability = "enlarging" if cur > old else ("decreasing" if cur < old else "stable")
+
+
+def _mean(axes: list[float]) -> float:
+    return (axes[0] + axes[1]) / 2.0 if len(axes) >= 2 else axes[0]
+
+
+# --------------------------------------------------------------------------------------------- de-dup
+
+def _sizes_equal(a: _Draft, b: _Draft) -> bool:
+    x, y = a.sizes[0].axes_mm, b.sizes[0].axes_mm
+    return abs(max(x) - max(y)) <= 0.5 and abs(_mean(x) - _mean(y)) <= 0.75
+
+
+def _dedupe(drafts: list[_Draft]) -> list[_Draft]:
+    """The same nodule in findings and impression (or a summary mention) is one finding."""
+    primary = [d for d in drafts if d.sent.section != "impression" and not d.summary]
+    later = [d for d in drafts if d.sent.section == "impression" or d.summary]
+    if not primary:
+        # no findings section: impression findings stand, summaries too unless another finding covers them
+        primary = [d for d in drafts if not d.summary]
+        later = [d for d in drafts if d.summary]
+        if not primary:
+            primary, later = later[:1], later[1:]
+    used: set[int] = set()
+    result = list(primary)
+    for d in later:
+        best, best_score = None, 0
+        for i, p in enumerate(result):
+            sc = _dup_score(p, d)
+            if sc > best_score and (i not in used or d.summary):
+                best, best_score = i, sc
+        if best is not None:
+            used.add(best)
+            _absorb(result[best], d)
+        elif d.summary and any(not p.negated for p in result) and not d.negated:
+            continue  # a summary ("multiple nodules", "recommend follow-up of the nodule") adds nothing
+        else:
+            result.append(d)
+    result.sort(key=lambda d: d.start)
+    return result
+
+
+def _dup_score(p: _Draft, d: _Draft) -> int:
+    if p.negated != d.negated:
+        return 0
+    if p.negated:
+        if p.neg_scope == d.neg_scope and _lobe_of(p) == _lobe_of(d) and not p.sizes and not d.sizes:
+            return 2
+        return 0
+    sc = 0
+    if p.sizes and d.sizes:
+        if not _sizes_equal(p, d):
+            return 0
+        sc += 3
+    lp, ld = _lobe_of(p), _lobe_of(d)
+    if lp and ld:
+        if lp != ld:
+            return 0
+        sc += 2
+    sp, sd = _side_of(p), _side_of(d)
+    if sp and sd and sp != sd and "bilateral" not in (sp, sd):
+        return 0
+    if sp and sd and sp == sd:
+        sc += 1
+    if p.composition and d.composition and p.composition != d.composition and "calcified" not in (p.composition, d.composition):
+        return 0
+    if sc == 0 and d.summary and not d.sizes and not ld:
+        sc = 1
+    if sc == 0 and not d.sizes and not ld and not p.sizes and not lp and p.kind == d.kind:
+        sc = 1
+    if (p.sizes and not d.sizes and not ld) and not d.summary:
+        return 0
+    return sc
+
+
+def _side_of(d: _Draft) -> str | None:
+    for loc in d.locs:
+        if loc.side:
+            return loc.side
+    return None
+
+
+def _absorb(p: _Draft, d: _Draft) -> None:
+    if not p.sizes and d.sizes:
+        p.sizes = d.sizes
+    if not p.priors and d.priors:
+        p.priors = d.priors
+    if not _lobe_of(p) and _lobe_of(d):
+        p.locs = d.locs + p.locs
+    p.composition = p.composition or d.composition
+    p.stability = p.stability or d.stability
+    p.refs = p.refs or d.refs
+    p.hedged = p.hedged or d.hedged
+    p.extra_spans.append([d.start, d.end])
+
+
+# ------------------------------------------------------------------------------------------- to model
+
+def _to_finding(n: int, d: _Draft, text: str) -> ReportFinding:
+    s = d.sent
+    size = d.sizes[0] if d.sizes else None
+    axes = list(size.axes_mm) if size else []
+    mean = round(_mean(axes), 1) if axes else None
+    prior = list(d.priors[0].axes_mm) if d.priors else None
+    side, lobe, segment, lobes, level = None, None, None, [], None
+    for loc in sorted(d.locs, key=lambda l: (0 if l.lobe else (1 if l.side and l.side != "bilateral" else 2))):
+        if loc.lobe and not lobe:
+            lobe, side = loc.lobe, loc.side
+            lobes = loc.lobes
+        if loc.side and not side:
+            side = loc.side
+        if loc.segment and not segment:
+            segment = loc.segment
+        if loc.level and not level:
+            level = loc.level
+        for lb in loc.lobes:
+            if lb not in lobes:
+                lobes = lobes + [lb]
+    if lobe is None and level and side in ("left", "right"):
+        lobe = ("R" if side == "right" else "L") + level + "L" if not (side == "left" and level == "M") else None
+    if segment == "lingula" and lobe is None:
+        lobe, side = "LUL", "left"
+    loc_kw: dict = {"side": side, "lobe": lobe}
+    if segment:
+        loc_kw["segment"] = segment
+    if len(lobes) > 1:
+        loc_kw["lobes"] = lobes
+    ref = d.refs[0] if d.refs else None
+    extra: dict = {"section": s.section, "stability": d.stability}
+    if size and size.bound:
+        extra["bound"] = size.bound
+    if size and size.range_mm:
+        extra["size_range_mm"] = size.range_mm
+    if d.size_qualifier:
+        extra["size_qualifier"] = d.size_qualifier
+    if d.count_qualifier:
+        extra["count_qualifier"] = d.count_qualifier
+    if d.solid:
+        extra["solid_component_mm"] = max(d.solid[0].axes_mm)
+    if d.largest:
+        extra["size_of"] = "largest"
+    if d.negated:
+        extra["negation_scope"] = d.neg_scope
+    if d.extra_spans:
+        extra["other_spans"] = d.extra_spans
+    return ReportFinding(
+        id=f"r{n}", kind=d.kind, text=text[s.start:s.end], span=[s.start, s.end],
+        size_mm=axes, mean_diameter_mm=mean, count=0 if d.negated else max(1, d.count), negated=d.negated,
+        hedged=d.hedged, location=Location(**loc_kw), composition=d.composition, prior_size_mm=prior,
+        image_ref=ImageRef(series=ref.series if ref else None, image=ref.image if ref else None), **extra,
+    )
+
+
+# -------------------------------------------------------------------------------------------- context
+
+def _context(norm: str, sentences: list[Sentence], lex: Lexicon) -> ReportContext:
+    screening = bool(lex.screening.search(norm)) and not lex.screening_negated.search(norm)
+    cat, mods = None, []
+    m = lex.lung_rads.search(norm)
+    if m:
+        cat = m.group("cat").upper()
+        if m.group("mod"):
+            mods.append("S")
+    rec_sents = []
+    for st in sentences:
+        if st.section in ("history", "technique", "comparison", "exam"):
+            continue
+        t = norm[st.start:st.end]
+        if lex.recommendation.search(t):
+            rec_sents.append(st)
+    recommendation = " ".join(norm[st.start:st.end].strip() for st in rec_sents) or None
+    interval, interval_range = None, None
+    for st in rec_sents:
+        t = norm[st.start:st.end]
+        for im in _INTERVAL.finditer(t):
+            if im.group("a"):
+                a = int(im.group("a"))
+                b = int(im.group("b")) if im.group("b") else None
+                unit = im.group("u").lower()
+                f = 12 if unit.startswith("y") else (0.25 if unit.startswith("w") else 1)
+                interval = a * f
+                interval_range = [a * f, b * f] if b else None
+            elif im.group("w"):
+                f = 12 if im.group("wu").lower().startswith("y") else 1
+                interval = _WORD_NUM[im.group("w").lower()] * f
+            else:
+                interval = 12
+            break
+        if interval is not None:
+            break
+    extra: dict = {"interval_months": interval}
+    if interval_range:
+        extra["interval_range_months"] = interval_range
+    if mods:
+        extra["category_modifiers"] = mods
+    if rec_sents and any(lex.no_follow_up.search(norm[st.start:st.end]) for st in rec_sents):
+        extra["follow_up"] = False
+    return ReportContext(screening=screening, stated_category=cat, recommendation=recommendation, **extra)

@@ -1,0 +1,278 @@
+"""Mentions inside one sentence: target nouns, distractors, sizes, locations, image references.
+
+Everything here works on the normalised text (same length as the original) with absolute offsets, and
+every search is bounded (a sentence is at most ``max_sentence_chars`` long), so a pathological report
+costs time linear in its length.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pipelines.report_lexicon import Lexicon
+
+_I = re.IGNORECASE
+
+# ------------------------------------------------------------------------------------------------ sizes
+_NUM = r"(?:\d{1,3}(?:\.\d{1,2})?|\.\d{1,2})"
+_UNIT = r"(?:mm|millimet(?:er|re)s?|cm|centimet(?:er|re)s?)"
+_U = rf"(?:\s?-?\s?{_UNIT})"
+_X = r"\s*(?:x|\*|by)\s*"
+_SIZE = re.compile(
+    rf"(?<![\w.,/])(?:"
+    rf"(?P<ax>{_NUM}{_U}?{_X}{_NUM}{_U}?(?:{_X}{_NUM})?{_U})"
+    rf"|(?P<rng>{_NUM}{_U}?\s*(?:-|to|and)\s*{_NUM}{_U})"
+    rf"|(?P<lst>{_NUM}(?:\s*,\s*{_NUM}){{1,8}}\s*,?\s*(?:and|or|&)\s*{_NUM}{_U})"
+    rf"|(?P<one>{_NUM}{_U})"
+    rf")(?![\w²³/])",
+    _I,
+)
+_NUM_RE = re.compile(_NUM)
+_UNIT_RE = re.compile(_UNIT, _I)
+_VOLUME_AFTER = re.compile(r"^\s*(?:\^?[23]|[²³]|/s|hg)", _I)
+_SOLID_AFTER = re.compile(r"^\s*(?:solid|soft[- ]tissue)\s+(?:component|portion|part)", _I)
+_SOLID_BEFORE = re.compile(r"(?:solid|soft[- ]tissue)\s+(?:component|portion|part)\s*(?:of|measuring|measures|which\s+measures|is|:)?"
+                           r"\s*(?:approximately\s+|about\s+|up\s+to\s+)?$", _I)
+_RANGE_NOT_PRIOR = re.compile(r"(?:rang\w*\s+(?:in\s+size\s+)?from|between|sized?\s+from|measuring\s+from)\s*$", _I)
+
+
+@dataclass
+class SizeMention:
+    start: int
+    end: int
+    axes_mm: list[float]
+    bound: str | None = None
+    range_mm: list[float] | None = None
+    prior: bool = False
+    solid_component: bool = False
+    group: int = 0  # sizes written together ("4 and 6 mm", "from 5 to 7 mm") share a group
+    owner: int | None = None  # index of the anchor it belongs to
+
+
+def _to_mm(value: float, unit: str) -> float:
+    return round(value * 10.0, 2) if unit.lower().startswith("c") else round(value, 2)
+
+
+def find_sizes(norm: str, s: int, e: int, lex: Lexicon) -> list[SizeMention]:
+    out: list[SizeMention] = []
+    group = 0
+    for m in _SIZE.finditer(norm, s, e):
+        if _VOLUME_AFTER.match(norm, m.end(), min(e, m.end() + 4)):
+            continue
+        group += 1
+        text = m.group()
+        units = _UNIT_RE.findall(text)
+        unit = units[-1] if units else "mm"
+        nums = [(float(n.group()), n.start() + m.start(), n.end() + m.start()) for n in _NUM_RE.finditer(text)]
+        # numbers inside the unit words do not exist; guard against "mm" matching inside numbers anyway
+        before = norm[max(s, m.start() - 40):m.start()]
+        bound = _bound(before, lex)
+        if m.group("ax"):
+            axes = [_to_mm(v, unit) for v, _, _ in nums[:3]]
+            out.append(SizeMention(m.start(), m.end(), axes, bound=bound, group=group))
+        elif m.group("rng"):
+            lo, hi = _to_mm(nums[0][0], unit), _to_mm(nums[-1][0], unit)
+            conj = re.search(r"\band\b", text, _I) is not None
+            if conj or (lex.prior_before.search(before) and not _RANGE_NOT_PRIOR.search(before)):
+                # "from 5 to 7 mm": a prior and a current size; "4 and 6 mm": two sizes
+                first = SizeMention(nums[0][1], nums[0][2], [lo], bound=bound, prior=not conj, group=group)
+                second = SizeMention(nums[-1][1], m.end(), [hi], group=group)
+                out.extend([first, second])
+            elif lo < hi:
+                out.append(SizeMention(m.start(), m.end(), [hi], bound=bound or "range", range_mm=[lo, hi], group=group))
+            else:
+                out.append(SizeMention(m.start(), m.end(), [hi], bound=bound, group=group))
+        elif m.group("lst"):
+            for i, (v, a, b) in enumerate(nums):
+                out.append(SizeMention(a, m.end() if i == len(nums) - 1 else b, [_to_mm(v, unit)],
+                                       bound=bound if i == 0 else None, group=group))
+        else:
+            out.append(SizeMention(m.start(), m.end(), [_to_mm(nums[0][0], unit)], bound=bound, group=group))
+    for sz in out:
+        pre = norm[max(s, sz.start - 45):sz.start]
+        post = norm[sz.end:min(e, sz.end + 40)]
+        if _SOLID_AFTER.match(post) or _SOLID_BEFORE.search(pre):
+            sz.solid_component = True
+            continue
+        if not sz.prior:
+            pre_clause = re.split(r"[;.]", pre)[-1]
+            if lex.prior_before.search(pre_clause) and not _RANGE_NOT_PRIOR.search(pre_clause):
+                sz.prior = True
+            elif lex.prior_after.match(post):
+                sz.prior = True
+    return [z for z in out if all(0 < a < 1000 for a in z.axes_mm)]
+
+
+def _bound(before: str, lex: Lexicon) -> str | None:
+    tail = before[-30:]
+    for name, rx in lex.bounds:
+        if rx.search(tail):
+            return name
+    return None
+
+
+# --------------------------------------------------------------------------------------------- anchors
+
+@dataclass
+class Anchor:
+    start: int
+    end: int
+    target: bool  # a pulmonary-finding noun (nodule, mass, ...) as opposed to a distractor
+    kind: str | None = None
+    composition: str | None = None
+    plural: bool = False
+    pulmonary: bool = False
+    needs_focal: bool = False
+    needs_lung: bool = False
+    text: str = ""
+
+
+def find_anchors(norm: str, s: int, e: int, lex: Lexicon) -> list[Anchor]:
+    taken: list[tuple[int, int]] = []
+    anchors: list[Anchor] = []
+    for rx, spec in lex.targets:
+        for m in rx.finditer(norm, s, e):
+            if any(a < m.end() and m.start() < b for a, b in taken):
+                continue
+            word = m.group()
+            taken.append((m.start(), m.end()))
+            anchors.append(Anchor(m.start(), m.end(), True, spec.kind, spec.composition,
+                                  plural=_plural(word), needs_focal=spec.needs_focal,
+                                  needs_lung=spec.needs_lung_context, text=word))
+    for m in lex.distractors.finditer(norm, s, e):
+        if any(a < m.end() and m.start() < b for a, b in taken):
+            continue
+        taken.append((m.start(), m.end()))
+        anchors.append(Anchor(m.start(), m.end(), False, text=m.group()))
+    anchors.sort(key=lambda a: a.start)
+    return anchors
+
+
+def _plural(word: str) -> bool:
+    w = word.lower().split()[-1]
+    return (w.endswith("s") and not w.endswith(("ss", "sis", "us"))) or w.endswith(("ies", "ses", "foci")) \
+        or w in ("metastases",)
+
+
+# -------------------------------------------------------------------------------------------- locations
+
+_LOBE_FULL = re.compile(
+    r"(?<![\w-])(?P<side>right|left|rt\.?|lt\.?)\s+(?P<lvl>upper|middle|lower|mid)(?:\s+(?:and|&|/)\s+(?P<lvl2>upper|middle|lower))?"
+    r"[- ]+(?:lung\s+)?lobes?(?![\w])"
+    r"|(?<![\w-])(?P<lvl3>upper|middle|lower)\s+lobe\s+of\s+the\s+(?P<side3>right|left)\s+lung(?![\w])"
+    r"|(?<![\w-])(?P<abbr>RUL|RML|RLL|LUL|LLL)(?![\w])"
+    r"|(?<![\w-])(?P<ling>lingula|lingular)(?![\w])"
+    r"|(?<![\w-])(?P<mid>(?:right\s+)?middle\s+lobe)(?![\w])"
+    r"|(?<![\w-])(?P<both>both\s+(?:upper|lower)\s+lobes|(?:upper|lower)\s+lobes\s+bilaterally|bilateral(?:ly)?|both\s+lungs|"
+    r"bibasilar|bibasal|biapical|both\s+(?:lung\s+)?(?:bases|apices)|each\s+lung|throughout\s+(?:both|the)\s+lungs)(?![\w])"
+    r"|(?<![\w-])(?P<bare>upper|middle|lower)\s+lobe(?![\w])"
+    r"|(?<![\w-])(?P<sideonly>right|left)(?:\s+(?:lung|apex|apical|base|basilar|basal|hemithorax|hil(?:um|ar)|perihilar|"
+    r"upper\s+zone|lower\s+zone|mid\s+zone|major\s+fissure|minor\s+fissure|fissure|paramediastinal|subpleural|"
+    r"paravertebral|costophrenic)|-sided)(?![\w])"
+    r"|(?<![\w-])on\s+the\s+(?P<onthe>right|left)(?![\w])",
+    _I,
+)
+_SEGMENT = re.compile(
+    r"(?<![\w-])(?P<name>apicoposterior|apical|posterior|anterior|superior|lateral|medial|inferior|"
+    r"(?:anterior|posterior|lateral|medial|anteromedial)[- ]?basal|superior\s+lingular|inferior\s+lingular)\s+"
+    r"(?:sub)?segment(?![\w])"
+    r"|(?<![\w-])segment\s+(?P<num>\d{1,2})(?![\w.])|(?<![\w-])S(?P<snum>\d{1,2})(?![\w.])",
+    _I,
+)
+_LVL = {"upper": "U", "middle": "M", "mid": "M", "lower": "L"}
+
+
+@dataclass
+class LocMention:
+    start: int
+    end: int
+    side: str | None = None
+    lobe: str | None = None
+    lobes: list[str] = field(default_factory=list)
+    segment: str | None = None
+    level: str | None = None  # "U"/"M"/"L" when the lobe is named without its side
+    owner: int | None = None
+
+
+def find_locations(norm: str, s: int, e: int) -> list[LocMention]:
+    out: list[LocMention] = []
+    for m in _LOBE_FULL.finditer(norm, s, e):
+        g = m.groupdict()
+        loc = LocMention(m.start(), m.end())
+        if g["side"] or g["side3"]:
+            side = (g["side"] or g["side3"]).lower()
+            side = "right" if side.startswith("r") else "left"
+            loc.side = side
+            levels = [g["lvl"] or g["lvl3"]] + ([g["lvl2"]] if g["lvl2"] else [])
+            for lv in levels:
+                lobe = _lobe(side, _LVL[lv.lower()])
+                if lobe:
+                    loc.lobes.append(lobe)
+            loc.lobe = loc.lobes[0] if loc.lobes else None
+        elif g["abbr"]:
+            loc.lobe = g["abbr"].upper()
+            loc.side = "right" if loc.lobe.startswith("R") else "left"
+        elif g["ling"]:
+            loc.side, loc.lobe, loc.segment = "left", "LUL", "lingula"
+        elif g["mid"]:
+            loc.side, loc.lobe = "right", "RML"
+        elif g["both"]:
+            loc.side = "bilateral"
+        elif g["bare"]:
+            loc.level = _LVL[g["bare"].lower()]
+        elif g["sideonly"] or g["onthe"]:
+            loc.side = (g["sideonly"] or g["onthe"]).lower()
+        out.append(loc)
+    for m in _SEGMENT.finditer(norm, s, e):
+        if any(l.start <= m.start() < l.end for l in out):
+            continue
+        if m.group("name"):
+            name = re.sub(r"\s+", " ", m.group("name").lower()).replace("-", " ")
+            name = re.sub(r"(anterior|posterior|lateral|medial|anteromedial) ?basal", r"\1 basal", name)
+            out.append(LocMention(m.start(), m.end(), segment=name))
+        else:
+            out.append(LocMention(m.start(), m.end(), segment=f"S{int(m.group('num') or m.group('snum'))}"))
+    out.sort(key=lambda l: l.start)
+    return out
+
+
+def _lobe(side: str, level: str) -> str | None:
+    if side == "left" and level == "M":
+        return None
+    return ("R" if side == "right" else "L") + level + "L"
+
+
+# --------------------------------------------------------------------------------------- image references
+
+_IMG_W = r"(?:images?|img\.?|im\.?|ima|slices?|i)"
+_SER_W = r"(?:series|ser\.?|se\.?|s)"
+_IMAGE_REFS = [
+    (re.compile(rf"(?<![\w]){_SER_W}\s*#?\s*(?P<s>\d{{1,4}})\s*[,/;:]?\s*(?:and\s+)?{_IMG_W}\s*#?\s*(?P<i>\d{{1,5}})(?![\w.])", _I), "si"),
+    (re.compile(rf"(?<![\w]){_IMG_W}\s*#?\s*(?P<i>\d{{1,5}})\s*(?:of|on|in|,|/)?\s*{_SER_W}\s*#?\s*(?P<s>\d{{1,4}})(?![\w.])", _I), "is"),
+    (re.compile(rf"(?<![\w])(?:images?|img\.?|im\.?|ima)\s*#?\s*(?P<s>\d{{1,4}})\s*[-:/]\s*(?P<i>\d{{1,5}})(?![\w.])", _I), "si"),
+    (re.compile(rf"(?<![\w])(?:images?|img\.?|im\.?|ima|slice)\s*(?:number|no\.?|nr\.?)?\s*#?\s*(?P<i>\d{{1,5}})(?![\w.])", _I), "i"),
+    (re.compile(r"\(\s*(?P<s>\d{1,3})\s*[-:/]\s*(?P<i>\d{1,4})\s*\)"), "si"),
+]
+
+
+@dataclass
+class ImageRefMention:
+    start: int
+    end: int
+    series: int | None
+    image: int | None
+    owner: int | None = None
+
+
+def find_image_refs(norm: str, s: int, e: int) -> list[ImageRefMention]:
+    out: list[ImageRefMention] = []
+    for rx, kind in _IMAGE_REFS:
+        for m in rx.finditer(norm, s, e):
+            if any(r.start < m.end() and m.start() < r.end for r in out):
+                continue
+            series = int(m.group("s")) if "s" in kind else None
+            image = int(m.group("i"))
+            out.append(ImageRefMention(m.start(), m.end(), series, image))
+    out.sort(key=lambda r: r.start)
+    return out
