@@ -75,6 +75,10 @@ class LungMaskConfig(BaseModel):
     split_max_erosion_mm: float = Field(12.0, ge=0)
     closing_radius_mm: float = Field(12.0, ge=0)
     fill_holes_2d: bool = True
+    pleural_hull_depth_mm: float = Field(20.0, ge=0)
+    pleural_hull_min_depth_mm: float = Field(5.0, ge=0)
+    pleural_hull_max_area_fraction: float = Field(0.25, ge=0)
+    pleural_hull_min_compactness: float = Field(0.1, ge=0)
     lobes: LobeConfig = Field(default_factory=LobeConfig)
 
 
@@ -428,6 +432,40 @@ def _erode_split(m: np.ndarray, cfg: LungMaskConfig, g: _Grid):
     return m, None
 
 
+def _lateral_hull_fill(m: np.ndarray, sl, side: int, cfg: LungMaskConfig, g: _Grid) -> np.ndarray:
+    """Per axial slice, the parts of the lung's convex hull on its lateral (rib) side that are at most
+    ``pleural_hull_depth_mm`` deep and small beside the lung's cross-section: broad-based pleural masses
+    too wide for the closing (not the liver or spleen dome under a basal crescent)."""
+    from skimage.morphology import convex_hull_image
+
+    out = np.zeros_like(m)
+    xs = _x_mm_grid(g.shape, g)[sl]
+    lateral = -1.0 if side == RIGHT else 1.0  # patient's right is LPS -x
+    for k in range(m.shape[0]):
+        mk = m[k]
+        if mk.sum() < 10:
+            continue
+        add = convex_hull_image(mk) & ~mk
+        if not add.any():
+            continue
+        lab, n = ndi.label(add)
+        if n == 0:
+            continue
+        cx_lung = xs[k][mk].mean()
+        idx = np.arange(1, n + 1)
+        cx_add = ndi.mean(xs[k], lab, idx)
+        depth = ndi.distance_transform_edt(add, sampling=g.sp_kji[1:])
+        max_depth = ndi.maximum(depth, lab, idx)
+        keep = np.zeros(n + 1, bool)
+        area = ndi.sum_labels(np.ones_like(depth), lab, idx)
+        keep[1:] = ((cx_add - cx_lung) * lateral > 0) & (max_depth <= cfg.pleural_hull_depth_mm) \
+            & (max_depth >= cfg.pleural_hull_min_depth_mm) \
+            & (area <= cfg.pleural_hull_max_area_fraction * mk.sum()) \
+            & (max_depth ** 2 >= cfg.pleural_hull_min_compactness * area * g.sp_kji[1] * g.sp_kji[2])
+        out[k] = keep[lab]
+    return out
+
+
 def _approx_lobes(labels: np.ndarray, g: _Grid, cfg: LobeConfig, warnings) -> np.ndarray | None:
     kz = g.volume.direction[2, 2]
     if abs(kz) < 0.8:
@@ -531,6 +569,8 @@ def segment_lungs(volume: Volume, *, config: LungMaskConfig | dict | str | Path 
             continue
         sl = _bbox(m, margin)
         sub = _closing_2d(m[sl], r_mm, g.sp_kji)
+        if cfg.pleural_hull_depth_mm > 0:
+            sub |= _lateral_hull_fill(sub, sl, side, cfg, g)
         if cfg.fill_holes_2d:
             sub = _fill_holes_2d(sub)
         other = (labels_c[sl] != 0) & (labels_c[sl] != side)

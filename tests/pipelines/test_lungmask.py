@@ -108,6 +108,19 @@ def test_phantom_juxtapleural_nodule_stays_inside(phantom):
     assert seg.labels[k, j, i] == 1
 
 
+def test_broad_based_pleural_mass_stays_inside():
+    """A 30 mm pleural-based mass is wider than the closing; the lateral hull fill keeps it."""
+    vol, truth = make_phantom(seed=3)
+    a = vol.array.copy()
+    k, j, i = np.meshgrid(*(np.arange(n) for n in a.shape), indexing="ij", sparse=True)
+    x, y, z = (vol.origin_mm[0] + i * SP[0], vol.origin_mm[1] + j * SP[1], vol.origin_mm[2] + k * SP[2])
+    mass = (x + 75.0) ** 2 + (y + 5.0) ** 2 + (z - 80.0) ** 2 <= 15.0 ** 2
+    a[mass] = 35
+    seg = segment_lungs(vol.with_array(a))
+    assert (seg.labels[mass & truth["right"]] == 1).mean() > 0.95
+    assert dice(seg.labels == 1, truth["right"]) > 0.95
+
+
 def test_phantom_approximate_lobes(phantom):
     vol, _, seg = phantom
     assert seg.lobes is not None and seg.lobes_approximate
