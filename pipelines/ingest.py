@@ -317,10 +317,11 @@ def _load_dicom(root: Path, cfg: IngestConfig, series_uid: str | None, kind: str
 
     recs = plan.records
     n_out = plan.n_out
-    nvox = n_out * recs[0].rows * recs[0].cols
+    out_rows, out_cols = plan.out_rows_cols
+    nvox = n_out * out_rows * out_cols
     if nvox > cfg.limits.max_voxels:
         raise InputTooLargeError(
-            f"series {selected.series_uid} would hold {nvox} voxels ({recs[0].cols}x{recs[0].rows}x{n_out}), "
+            f"series {selected.series_uid} would hold {nvox} voxels ({out_cols}x{out_rows}x{n_out}), "
             f"more than limits.max_voxels ({cfg.limits.max_voxels})",
             hint="raise limits.max_voxels in configs/ingest.yaml if the machine has the memory")
     stack, _ = decode_records(recs, cfg)

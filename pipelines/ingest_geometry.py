@@ -45,6 +45,17 @@ class StackPlan:
     dropped: int = 0
 
     @property
+    def out_rows_cols(self) -> tuple[int, int]:
+        """In-plane size of the output grid: enlarged after tilt correction so no slice loses pixels."""
+        rows, cols = self.records[0].rows, self.records[0].cols
+        if not self.resample:
+            return rows, cols
+        sx, sy = self.spacing_xy
+        span_i = float(self.offsets_mm[:, 0].max() - self.offsets_mm[:, 0].min()) / sx
+        span_j = float(self.offsets_mm[:, 1].max() - self.offsets_mm[:, 1].min()) / sy
+        return rows + int(math.ceil(span_j - 1e-3)), cols + int(math.ceil(span_i - 1e-3))
+
+    @property
     def n_out(self) -> int:
         if not self.resample:
             return len(self.records)
@@ -140,7 +151,7 @@ def plan_stack(records: list[SliceRecord], cfg: IngestConfig) -> StackPlan:
             if g.tilt == "refuse":
                 raise GeometryError(msg + "; refused by configuration (geometry.tilt: refuse)",
                                     hint="set geometry.tilt: resample in configs/ingest.yaml to correct it")
-            warnings.append(msg + "; slices shifted in-plane onto a regular (unsheared) grid")
+            warnings.append(msg + "; slices shifted in-plane onto a regular, unsheared grid (enlarged so no pixel is lost)")
             resample = True
         if not uniform:
             desc = ", ".join(f"{x:.2f}" for x in sorted(set(np.round(gaps, 2).tolist())))
@@ -198,19 +209,23 @@ def assemble(stack: np.ndarray, plan: StackPlan, padding_fill: float) -> Assembl
                          list(range(len(plan.records))), [False] * len(plan.records))
     d = plan.positions_mm
     off = plan.offsets_mm
-    ref = off.mean(axis=0)  # in-plane origin of the output grid: centred on the drifting slices
-    shifted = np.empty(stack.shape, dtype=np.float32)
+    ref = off.min(axis=0)  # in-plane origin of the output grid: every slice's pixels fit in it
+    rows, cols = stack.shape[1:]
+    out_rows, out_cols = plan.out_rows_cols
+    shifted = np.full((stack.shape[0], out_rows, out_cols), padding_fill, dtype=np.float32)
+    canvas = np.empty((out_rows, out_cols), dtype=np.float32)
     for a in range(stack.shape[0]):
-        di = (ref[0] - off[a, 0]) / sx
-        dj = (ref[1] - off[a, 1]) / sy
+        di = (off[a, 0] - ref[0]) / sx  # >= 0: where this slice's first column lands on the grid
+        dj = (off[a, 1] - ref[1]) / sy
+        canvas.fill(padding_fill)
+        canvas[:rows, :cols] = stack[a]
         if abs(di) < 1e-3 and abs(dj) < 1e-3:
-            shifted[a] = stack[a]
+            shifted[a] = canvas
         else:
-            ndimage.shift(stack[a].astype(np.float32), shift=(-dj, -di), order=1, mode="constant",
-                          cval=padding_fill, output=shifted[a])
+            ndimage.shift(canvas, shift=(dj, di), order=1, mode="constant", cval=padding_fill, output=shifted[a])
     n = plan.n_out
     z = d[0] + np.arange(n) * plan.spacing_z
-    out = np.empty((n, stack.shape[1], stack.shape[2]), dtype=np.float32)
+    out = np.empty((n, out_rows, out_cols), dtype=np.float32)
     src_idx, interp = [], []
     for k, zk in enumerate(z):
         b = int(np.searchsorted(d, zk))
