@@ -10,8 +10,12 @@ intensity-jittered.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,19 +49,44 @@ class SamplingConfig:
 
 
 class LoadSyntheticStudyd(MapTransform):
-    """``{"seed": s, "preset": p}`` → the synthetic study's arrays and sampling pools (deterministic; cached)."""
+    """``{"seed": s, "preset": p}`` → the synthetic study's arrays and sampling pools (deterministic; cached).
 
-    def __init__(self, vessel_hu: float, max_points: int):
+    ``overrides`` are :class:`SynthConfig` fields over the preset; ``cache_dir`` (optional) keeps each
+    generated study as ``.npz`` so later runs skip the generator.
+    """
+
+    def __init__(self, vessel_hu: float, max_points: int, overrides: dict | None = None,
+                 cache_dir: Path | str | None = None):
         super().__init__(keys=["seed"])
         self.vessel_hu, self.max_points = vessel_hu, max_points
+        self.overrides = dict(overrides or {})
+        self.cache_dir = Path(cache_dir) if cache_dir else None
 
     def __call__(self, data):
-        from training.synthetic import SynthConfig, make_study
+        seed, preset = int(data["seed"]), data.get("preset", "fast")
+        hu, spacing, nodule, lung = load_synthetic_arrays(seed, preset, self.overrides, self.cache_dir)
+        return study_item(hu, spacing, nodule, lung, seed=seed, vessel_hu=self.vessel_hu, max_points=self.max_points)
 
-        study = make_study(int(data["seed"]), SynthConfig.preset(data.get("preset", "fast")))
-        return study_item(study.volume.array, study.volume.spacing_mm, np.asarray(study.labels) > 0,
-                          np.asarray(study.lung_labels) > 0, seed=int(data["seed"]), vessel_hu=self.vessel_hu,
-                          max_points=self.max_points)
+
+def load_synthetic_arrays(seed: int, preset: str, overrides: dict | None = None, cache_dir: Path | None = None):
+    """(HU int16, spacing (x, y, z), nodule bool, lung bool) of a synthetic study, from the disk cache if there."""
+    from training.synthetic import SynthConfig, make_study
+
+    key = hashlib.sha256(json.dumps([preset, overrides or {}], sort_keys=True).encode()).hexdigest()[:10]
+    p = cache_dir / f"{preset}-{key}-{seed}.npz" if cache_dir else None
+    if p is not None and p.is_file():
+        z = np.load(p)
+        return z["hu"], tuple(float(v) for v in z["spacing"]), z["nodule"], z["lung"]
+    cfg = SynthConfig.preset(preset, **{k: tuple(v) if isinstance(v, list) else v for k, v in (overrides or {}).items()})
+    study = make_study(seed, cfg)
+    out = (study.volume.array.astype(np.int16), study.volume.spacing_mm, np.asarray(study.labels) > 0,
+           np.asarray(study.lung_labels) > 0)
+    if p is not None:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp.npz")
+        np.savez(tmp, hu=out[0], spacing=np.asarray(out[1]), nodule=out[2], lung=out[3])
+        os.replace(tmp, p)
+    return out
 
 
 def study_item(hu: np.ndarray, spacing_xyz, nodule: np.ndarray, lung: np.ndarray, *, seed: int,
@@ -160,7 +189,9 @@ def _plain(x) -> torch.Tensor:
     return x.float().contiguous()
 
 
-def cache_studies(seeds: list[int], preset: str, cfg: SamplingConfig) -> CacheDataset:
+def cache_studies(seeds: list[int], preset: str, cfg: SamplingConfig, *, overrides: dict | None = None,
+                  cache_dir: Path | str | None = None, num_workers: int = 0) -> CacheDataset:
+    """The studies of ``seeds`` in memory (MONAI ``CacheDataset``; no copy on access)."""
     data = [{"seed": s, "preset": preset} for s in seeds]
-    return CacheDataset(data, transform=LoadSyntheticStudyd(cfg.vessel_hu, cfg.max_points), cache_rate=1.0,
-                        num_workers=0, progress=False)
+    return CacheDataset(data, transform=LoadSyntheticStudyd(cfg.vessel_hu, cfg.max_points, overrides, cache_dir),
+                        cache_rate=1.0, num_workers=num_workers, progress=False, copy_cache=False)

@@ -39,6 +39,9 @@ class _C(BaseModel):
 
 class DataConfig(_C):
     preset: str = "fast"
+    overrides: dict[str, Any] = Field(default_factory=dict)  # SynthConfig fields over the preset
+    cache_dir: str | None = None  # generated studies kept here as .npz (relative: to the repository root)
+    cache_workers: int = 0  # studies generated in parallel threads
     train_seeds: tuple[int, int]  # [start, stop)
     val_seeds: tuple[int, int]
     fractions: dict[str, float] = Field(default_factory=lambda: {"nodule": 0.5, "vessel": 0.3, "lung": 0.2})
@@ -147,8 +150,12 @@ def train(cfg: TrainConfig, run_dir: Path | str, *, device: torch.device | None 
     t0 = time.perf_counter()
     sampling = SamplingConfig(patch_size=cfg.patch_size, spacing_range_mm=cfg.spacing_range_mm,
                               hu_window=cfg.hu_window, fractions=cfg.data.fractions, vessel_hu=cfg.data.vessel_hu)
-    train_studies = cache_studies(list(range(*cfg.data.train_seeds)), cfg.data.preset, sampling)
-    val_studies = cache_studies(list(range(*cfg.data.val_seeds)), cfg.data.preset, sampling)
+    cache_dir = None
+    if cfg.data.cache_dir:
+        cache_dir = Path(cfg.data.cache_dir) if Path(cfg.data.cache_dir).is_absolute() else REPO_ROOT / cfg.data.cache_dir
+    kw = {"overrides": cfg.data.overrides, "cache_dir": cache_dir, "num_workers": cfg.data.cache_workers}
+    train_studies = cache_studies(list(range(*cfg.data.train_seeds)), cfg.data.preset, sampling, **kw)
+    val_studies = cache_studies(list(range(*cfg.data.val_seeds)), cfg.data.preset, sampling, **kw)
     val = _val_set(val_studies, cfg, np.random.RandomState(cfg.seed + 1))
     log.info("data ready: %d train, %d val studies, %d val patches in %.1f s", len(train_studies),
              len(val_studies), len(val), time.perf_counter() - t0)
@@ -176,7 +183,7 @@ def train(cfg: TrainConfig, run_dir: Path | str, *, device: torch.device | None 
             scaler.step(opt)
             scaler.update()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if not math.isfinite(losses[-1]):
                 raise RuntimeError(f"loss became {losses[-1]} at step {step}")
             rec: dict[str, Any] | None = None
