@@ -1,0 +1,227 @@
+"""Branching, tapering vessel and airway trees that fill each lung, and their partial-volume rendering.
+
+A tree grows from a hilum towards a cloud of attractor points sampled inside the lung: each branch owns a
+subset of the points, splits it in two along its principal axis, and sends one child towards each half's
+centroid. Radii follow Murray's law with flow proportional to the points served (r_child = r (n_child /
+n)^(1/3)), so branches taper from ~7 mm at the hilum to ~0.7 mm at the periphery. Airways follow the
+arterial tree (bronchovascular bundles) down to ~1 mm lumen radius.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.synthetic.phantom import Anatomy
+
+
+@dataclass
+class Segments:
+    """Tapered capsules: ``p0, p1`` (N, 3) LPS mm, radii ``r0, r1`` (N,) mm, ``gen`` generation."""
+
+    p0: np.ndarray
+    p1: np.ndarray
+    r0: np.ndarray
+    r1: np.ndarray
+    gen: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Segments":
+        z = np.zeros((0, 3))
+        return cls(z, z.copy(), np.zeros(0), np.zeros(0), np.zeros(0, int))
+
+    @classmethod
+    def cat(cls, parts: list["Segments"]) -> "Segments":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("p0", "p1", "r0", "r1", "gen")))
+
+    def __len__(self) -> int:
+        return len(self.r0)
+
+    def distance(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distance from point ``q`` (3,) to each segment's axis and the radius there."""
+        d = self.p1 - self.p0
+        L2 = np.maximum((d * d).sum(1), 1e-9)
+        t = np.clip(((q - self.p0) * d).sum(1) / L2, 0.0, 1.0)
+        c = self.p0 + t[:, None] * d
+        return np.linalg.norm(q - c, axis=1), self.r0 + t * (self.r1 - self.r0)
+
+
+def sample_lung_points(anat: Anatomy, rng: np.random.Generator, side: int, n: int, margin: float) -> np.ndarray:
+    """``n`` random LPS points inside lung ``side`` (1 right, 2 left), at least ``margin`` mm from its surface."""
+    out = []
+    got = 0
+    lo = np.array([anat.bx - anat.a0, anat.by - anat.b0, anat.z0 - 5.0])
+    hi = np.array([anat.bx + anat.a0, anat.by + anat.b0, anat.z0 + anat.H])
+    for _ in range(40):
+        cand = rng.uniform(lo, hi, size=(max(4 * n, 2000), 3))
+        keep = cand[anat.lung_side_at(cand, margin) == side]
+        out.append(keep)
+        got += len(keep)
+        if got >= n:
+            break
+    pts = np.concatenate(out)[:n]
+    return pts
+
+
+def grow_tree(anat: Anatomy, rng: np.random.Generator, start: np.ndarray, hilum: np.ndarray,
+              points: np.ndarray, r_root: float, side: int) -> tuple[Segments, list]:
+    """Grow one tree from ``start`` through ``hilum`` into ``points``, one generation at a time.
+
+    Returns the segments and, per segment, the index of its parent segment (-1 for the root).
+    """
+    P0, P1, R0, R1, G, parents = [start], [hilum], [r_root * 1.1], [r_root], [0], [-1]
+    frontier = [(hilum, np.arange(len(points)), r_root, 0)]
+    gen = 1
+    while frontier:
+        props = []  # (pos, end direction, L, sub, rc, r, parent)
+        for pos, idx, r, parent in frontier:
+            pts = points[idx]
+            n = len(idx)
+            if n <= 2:
+                for p in pts[:2]:
+                    P0.append(pos); P1.append(p); R0.append(r * 0.9); R1.append(r * 0.75); G.append(gen)
+                    parents.append(parent)
+                continue
+            c = pts.mean(0)
+            X = pts - c
+            cov = X.T @ X
+            v = rng.normal(size=3)
+            for _ in range(6):
+                v = cov @ v
+                v /= np.linalg.norm(v) + 1e-12
+            order = np.argsort(X @ v)
+            cut = int(np.clip(round(n * rng.uniform(0.3, 0.7)), 1, n - 1))
+            for sub in (idx[order[:cut]], idx[order[cut:]]):
+                d = points[sub].mean(0) - pos
+                dist = float(np.linalg.norm(d))
+                if dist < 1e-6:
+                    continue
+                rc = r * (len(sub) / n) ** (1.0 / 3.0)
+                L = max(dist * rng.uniform(0.35, 0.6), min(dist, 4.0 * rc))
+                props.append((pos, d / dist, L, sub, rc, r, parent))
+        if not props:
+            break
+        pos = np.array([p[0] for p in props])
+        dirs = np.array([p[1] for p in props])
+        L = np.array([p[2] for p in props])
+        if gen >= 2:  # keep branches inside the lung: shorten towards the parent where needed
+            for _ in range(4):
+                bad = anat.lung_side_at(pos + dirs * L[:, None], 0.5) != side
+                if not bad.any():
+                    break
+                L = np.where(bad, L * 0.6, L)
+        ends = pos + dirs * L[:, None]
+        frontier = []
+        for (p, _, _, sub, rc, r, parent), e in zip(props, ends):
+            P0.append(p); P1.append(e); R0.append(min(r, rc * 1.08)); R1.append(rc); G.append(gen)
+            parents.append(parent)
+            frontier.append((e, sub, rc, len(P0) - 1))
+        gen += 1
+    seg = Segments(np.array(P0), np.array(P1), np.array(R0), np.array(R1), np.array(G))
+    return seg, parents
+
+
+def airways_from(arteries: Segments, nodes: list, min_r: float, up: np.ndarray) -> Segments:
+    """Bronchi beside the arteries: same topology, node positions offset sideways, lumen radius ~ artery."""
+    keep = np.where((arteries.r1 >= min_r) & (arteries.gen >= 1))[0]
+    if len(keep) == 0:
+        return Segments.empty()
+    d = arteries.p1 - arteries.p0
+    d /= np.linalg.norm(d, axis=1, keepdims=True) + 1e-9
+    perp = up[None, :] - (d @ up)[:, None] * d
+    perp /= np.linalg.norm(perp, axis=1, keepdims=True) + 1e-9
+    off = (arteries.r1 * 2.0 + 0.8)[:, None] * perp  # offset of each segment's end node
+    p1 = arteries.p1 + off
+    par = np.array(nodes)
+    p0 = np.where((par >= 0)[:, None], p1[np.maximum(par, 0)], arteries.p0)
+    # first in-lung generation starts at the hilum, not offset
+    p0 = np.where((arteries.gen == 1)[:, None], arteries.p0 + off * 0.3, p0)
+    sel = keep
+    return Segments(p0[sel], p1[sel], arteries.r0[sel] * 0.95, arteries.r1[sel] * 0.95, arteries.gen[sel])
+
+
+def build_trees(anat: Anatomy, rng: np.random.Generator, n_points: int) -> tuple[Segments, Segments, Segments]:
+    """Vessel segments (arteries + veins), airway lumen segments, and the same airways' outer walls."""
+    s = anat.a0 / 155.0
+    L = np.array([anat.bx, anat.by, anat.z0])
+    yv = anat.spine_y()
+    zc = anat.z_carina
+    tr_y = yv - anat.r_vb - 21.0 * s
+    pa_bif = L + [anat.xm + 8.0 * s, -0.12 * anat.b0, zc - 12.0]
+    la = L + [anat.xm + 5.0 * s, yv - anat.r_vb - 30.0 * s, anat.heart_c[2] + 0.35 * anat.heart_ax[2]]
+    vessels, lumens, walls = [], [], []
+    carina = L + [anat.xm, tr_y, zc]
+    top = L + [anat.xm, tr_y, anat.H + 60.0]
+    lumens.append(Segments(top[None], carina[None], np.array([8.5 * s]), np.array([8.0 * s]), np.array([0])))
+    for side in (1, 2):
+        sg = -1.0 if side == 1 else 1.0
+        hil_a = L + [anat.xm + sg * (anat.w_med + 28.0 * s), -0.02 * anat.b0, zc - 18.0 - 4.0 * (side == 1)]
+        hil_v = L + [anat.xm + sg * (anat.w_med + 25.0 * s), 0.05 * anat.b0, zc - 45.0]
+        hil_b = hil_a + [0.0, 8.0 * s, 6.0]
+        pts_a = sample_lung_points(anat, rng, side, n_points, margin=4.0)
+        pts_v = sample_lung_points(anat, rng, side, n_points, margin=4.0)
+        art, nodes = grow_tree(anat, rng, pa_bif, hil_a, pts_a, 7.0 * s, side)
+        vein, _ = grow_tree(anat, rng, la, hil_v, pts_v, 6.5 * s, side)
+        vessels += [art, vein]
+        main_b = Segments(carina[None], hil_b[None], np.array([6.5 * s]), np.array([5.5 * s]), np.array([0]))
+        up = np.array([0.0, -0.6, 0.8]) / 1.0
+        aw = airways_from(art, nodes, min_r=1.0, up=up / np.linalg.norm(up))
+        # connect the first in-lung generation to the main bronchus end
+        first = aw.gen == 1
+        aw.p0[first] = hil_b
+        lumens += [main_b, aw]
+    lum = Segments.cat(lumens)
+    wall_t = 0.18 * lum.r0 + 0.35
+    walls = Segments(lum.p0, lum.p1, lum.r0 + wall_t, lum.r1 + 0.18 * lum.r1 + 0.35, lum.gen)
+    return Segments.cat(vessels), lum, walls
+
+
+def render_segments(vol: np.ndarray, seg: Segments, origin: np.ndarray, spacing: np.ndarray,
+                    m_z: int) -> None:
+    """Max-composite the partial-volume occupancy of each capsule into ``vol`` (uint8 0..255, [k, j, i]).
+
+    In-plane the occupancy is a one-pixel ramp on the distance to the capsule surface (capsules thinner
+    than a pixel keep their cross-section area); along z each output slice averages ``m_z`` sub-slices
+    spread over its thickness (the slice sensitivity profile of a contiguous reconstruction).
+    """
+    nk, nj, ni = vol.shape
+    sx, sy, sz = spacing
+    px = float(min(sx, sy))
+    sub = ((np.arange(m_z) + 0.5) / m_z - 0.5) * sz
+    lo_all = np.minimum(seg.p0, seg.p1) - np.maximum(seg.r0, seg.r1)[:, None] - px
+    hi_all = np.maximum(seg.p0, seg.p1) + np.maximum(seg.r0, seg.r1)[:, None] + px
+    ilo = np.floor((lo_all - origin) / spacing).astype(int)
+    ihi = np.ceil((hi_all - origin) / spacing).astype(int) + 1
+    shape = np.array([ni, nj, nk])
+    ilo = np.clip(ilo, 0, shape)
+    ihi = np.clip(ihi, 0, shape)
+    for s in range(len(seg)):
+        i0, j0, k0 = ilo[s]
+        i1, j1, k1 = ihi[s]
+        if i1 <= i0 or j1 <= j0 or k1 <= k0:
+            continue
+        p0 = seg.p0[s]
+        d = seg.p1[s] - p0
+        L2 = float(d @ d) + 1e-9
+        xs = (origin[0] + sx * np.arange(i0, i1) - p0[0]).astype(np.float32)
+        ys = (origin[1] + sy * np.arange(j0, j1) - p0[1]).astype(np.float32)
+        zs = ((origin[2] + sz * np.arange(k0, k1))[:, None] + sub[None, :]).ravel().astype(np.float32) - p0[2]
+        X = xs[None, None, :]
+        Y = ys[None, :, None]
+        Z = zs[:, None, None]
+        t = np.clip((X * d[0] + Y * d[1] + Z * d[2]) / L2, 0.0, 1.0)
+        dx = X - t * d[0]
+        dy = Y - t * d[1]
+        dz = Z - t * d[2]
+        dist = np.sqrt(dx * dx + dy * dy + dz * dz)
+        r = seg.r0[s] + t * (seg.r1[s] - seg.r0[s])
+        occ = np.minimum(1.0, 2.0 * r / px) * np.clip((np.maximum(r, px / 2) - dist) / px + 0.5, 0.0, 1.0)
+        if m_z > 1:
+            occ = occ.reshape(k1 - k0, m_z, j1 - j0, i1 - i0).mean(1)
+        occ8 = (occ * 255.0 + 0.5).astype(np.uint8)
+        view = vol[k0:k1, j0:j1, i0:i1]
+        np.maximum(view, occ8, out=view)
