@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from pipelines.errors import IngestError, ServingError
+from pipelines.errors import IngestError, ReportParseError, ServingError
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,37 @@ class DicomWebClient:
             paths.append(p)
         log.info("retrieved %d instances over WADO-RS", len(paths))
         return paths
+
+    def retrieve_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> bytes:
+        """One instance's DICOM bytes (WADO-RS)."""
+        url = (f"{self.root}/studies/{check_uid(study_uid)}/series/{check_uid(series_uid)}"
+               f"/instances/{check_uid(sop_uid)}")
+        resp = self._get(url, headers={"Accept": DICOM_PART + "; transfer-syntax=*"})
+        if resp.status_code in (400, 406):
+            resp = self._get(url, headers={"Accept": DICOM_PART})
+        if resp.status_code != 200:
+            raise DicomWebError(f"WADO-RS retrieve of one instance failed: HTTP {resp.status_code}")
+        parts = split_multipart(resp.content, resp.headers.get("content-type", ""))
+        if len(parts) != 1:
+            raise DicomWebError(f"WADO-RS answered {len(parts)} parts for one instance")
+        return parts[0]
+
+    def report_text(self, study_uid: str) -> str | None:
+        """The text of the study's first DICOM SR with text content (the radiology report), or None."""
+        from pipelines.report_text import sr_text
+
+        for inst in self.search_instances(study_uid, Modality="SR"):
+            series = ((inst.get("0020000E") or {}).get("Value") or [None])[0]
+            sop = ((inst.get("00080018") or {}).get("Value") or [None])[0]
+            if not series or not sop:
+                continue
+            try:
+                text = sr_text(self.retrieve_instance(study_uid, series, sop))
+            except ReportParseError:  # an SR without text items
+                continue
+            if text.strip():
+                return text
+        return None
 
     # -- STOW-RS ----------------------------------------------------------------------------------------
     def store(self, files: Iterable[Path], study_uid: str | None = None) -> dict:

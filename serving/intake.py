@@ -11,7 +11,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from pipelines.errors import IngestError, InputTooLargeError, ServingError
+from pipelines.errors import IngestError, InputTooLargeError, ReportParseError, ServingError
 from pipelines.ingest_archive import extract_zip, is_zip
 from pipelines.ingest_config import default_ingest_config
 from serving.dicomweb import UID_RE
@@ -91,3 +91,35 @@ def single_study_uid(folder: Path) -> str:
 
 def staging_dir(incoming: Path) -> Path:
     return incoming / uuid.uuid4().hex
+
+
+def report_from_bytes(data: bytes) -> str:
+    """Report text from an uploaded part: a DICOM SR's text items, or text in any encoding."""
+    from pipelines.report_text import decode_bytes, is_dicom, sr_text
+
+    return sr_text(data) if is_dicom(data) else decode_bytes(data)
+
+
+def report_from_study(folder: Path, max_files: int = 20000) -> str | None:
+    """The text of the first DICOM SR (Modality SR) with text among the study's files, or None."""
+    from pipelines.report_text import sr_text
+
+    n = 0
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        n += 1
+        if n > max_files:
+            break
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["Modality"])
+        except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError):
+            continue
+        if str(getattr(ds, "Modality", "")) == "SR":
+            try:
+                text = sr_text(p.read_bytes())
+            except ReportParseError:  # an SR without text items (e.g. measurements only)
+                continue
+            if text.strip():
+                return text
+    return None

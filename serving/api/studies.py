@@ -18,7 +18,8 @@ from starlette.datastructures import UploadFile
 from pipelines.errors import ConfigError, NotFoundError, ServingError
 from serving.api.deps import QueueDep, Reader, ReaderOrSubmitter, SettingsDep, StoreDep, Submitter
 from serving.dicomweb import check_uid
-from serving.intake import save_upload, single_study_uid, staging_dir, unpack_study
+from serving.intake import (report_from_bytes, report_from_study, save_upload, single_study_uid, staging_dir,
+                            unpack_study)
 from serving.worker import job_dir
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ class PullRequest(BaseModel):
     """Pull a study from the PACS (PREREAD_DICOMWEB_URL) by its StudyInstanceUID."""
 
     study_uid: str = Field(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")
-    report: str = Field(min_length=1)
+    report: str | None = Field(default=None, description="report text; when absent, the study's DICOM SR report "
+                                                          "on the PACS is used")
 
 
 class Accepted(BaseModel):
@@ -52,18 +54,29 @@ _INTAKE_SCHEMA = {
         "required": True,
         "content": {
             "multipart/form-data": {"schema": {
-                "type": "object", "required": ["file", "report"],
+                "type": "object", "required": ["file"],
                 "properties": {"file": {"type": "string", "format": "binary", "description": "zip of the study's DICOM"},
-                               "report": {"type": "string", "description": "the radiology report text"}}}},
+                               "report": {"type": "string",
+                                          "description": "the report: text, or a DICOM SR file; when absent, "
+                                                         "a DICOM SR report inside the zip is used"}}}},
             "application/json": {"schema": PullRequest.model_json_schema()},
         },
     }
 }
 
 
+def _pacs_report(settings, study_uid: str) -> str | None:
+    from serving.dicomweb import DicomWebClient
+
+    with DicomWebClient(settings.dicomweb_url, timeout_s=settings.dicomweb_timeout_s,
+                        token=settings.dicomweb_token) as client:
+        return client.report_text(study_uid)
+
+
 def _check_report(text: str | None, settings) -> str:
     if text is None or not text.strip():
-        raise ServingError("the report is missing or empty", hint="send the report text as 'report'")
+        raise ServingError("the report is missing or empty",
+                           hint="send the report text (or a DICOM SR) as 'report', or include the SR in the study")
     if len(text) > settings.max_report_chars:
         raise ServingError(f"the report has {len(text)} characters, above the limit of {settings.max_report_chars}")
     if "\x00" in text:
@@ -86,8 +99,12 @@ async def submit_study(request: Request, who: Submitter, settings: SettingsDep, 
         if not settings.dicomweb_url:
             raise ConfigError("this service has no PACS configured (PREREAD_DICOMWEB_URL)",
                               hint="upload the study as a zip instead")
-        report = _check_report(body.report, settings)
-        res = await run_in_threadpool(queue.enqueue, study_uid=check_uid(body.study_uid), report_text=report,
+        study_uid = check_uid(body.study_uid)
+        report = body.report
+        if report is None:
+            report = await run_in_threadpool(_pacs_report, settings, study_uid)
+        report = _check_report(report, settings)
+        res = await run_in_threadpool(queue.enqueue, study_uid=study_uid, report_text=report,
                                       source="pacs", submitted_by=who.token_id, actor=who.name)
     elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         res = await _submit_upload(request, who, settings, queue)
@@ -101,22 +118,27 @@ async def submit_study(request: Request, who: Submitter, settings: SettingsDep, 
 
 async def _submit_upload(request: Request, who, settings, queue):
     try:
-        form = await request.form(max_files=1, max_fields=4)
+        form = await request.form(max_files=2, max_fields=4)
     except Exception as err:  # noqa: BLE001 - starlette raises its own errors for malformed multipart
         raise ServingError(f"malformed multipart body: {type(err).__name__}") from err
     upload = form.get("file")
     report = form.get("report")
     if not isinstance(upload, UploadFile):
         raise ServingError("the multipart body has no 'file' part", hint="send the study as a zip in 'file'")
-    if isinstance(report, UploadFile):
-        report = (await report.read(settings.max_report_chars * 4 + 1)).decode("utf-8", errors="replace")
-    report = _check_report(report, settings)
+    if isinstance(report, UploadFile):  # a report file: text in any encoding, or a DICOM SR
+        report = report_from_bytes(await report.read(settings.max_report_chars * 4 + 1))
+    if report is not None and not report.strip():
+        report = None
+    if report is not None:
+        report = _check_report(report, settings)
     stage = staging_dir(settings.incoming_dir)
     try:
         archive = stage / "upload.zip"
         await save_upload(upload, archive, settings.max_upload_bytes)
         study = await run_in_threadpool(unpack_study, archive, stage / "study")
         study_uid = await run_in_threadpool(single_study_uid, study)
+        if report is None:
+            report = _check_report(await run_in_threadpool(report_from_study, study), settings)
         existing = await run_in_threadpool(queue.find, study_uid, report)
         if existing is not None:  # same study, same report: the same job (a failed one is queued again)
             return await run_in_threadpool(queue.enqueue, study_uid=study_uid, report_text=report,

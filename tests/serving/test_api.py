@@ -240,3 +240,30 @@ def test_worklist_filters_sort_and_pagination(service, small_dicom):
                        json={"action": "agree"}).status_code == 403
     row = client.get("/worklist", headers=rd, params={"severity": "major"}).json()["items"][0]
     assert row["review"]["action"] == "disagree" and row["review"]["reviewer"] == "test-reader"
+
+
+def test_report_as_dicom_sr_part_or_inside_the_zip(service, small_dicom):
+    import pydicom
+
+    from pipelines.paths import SHARED_DATA_DIR
+    from pipelines.report_text import sr_text
+
+    sr_path = SHARED_DATA_DIR / "dicom" / "pydicom-testfiles" / "test-SR.dcm"
+    ct = pydicom.dcmread(io.BytesIO(small_dicom), stop_before_pixels=True)
+    sr = pydicom.dcmread(sr_path)
+    sr.StudyInstanceUID = ct.StudyInstanceUID  # the report SR belongs to the CT's study
+    buf = io.BytesIO()
+    sr.save_as(buf)
+    sr_bytes = buf.getvalue()
+    expected = sr_text(sr_bytes)
+    app, client, tokens = service()
+    sub, rd = auth(tokens["submitter"]), auth(tokens["reader"])
+    # 1. the report part is a DICOM SR file
+    r = client.post("/studies", headers=sub, files={"file": ("s.zip", zip_bytes({"ct.dcm": small_dicom}), "application/zip"),
+                                                     "report": ("report.dcm", sr_bytes, "application/dicom")})
+    assert r.status_code == 202, r.text
+    assert client.get(f"/studies/{r.json()['id']}", headers=rd).json()["report_text"] == expected
+    # 2. no report part: the SR inside the study's zip is the report (same study and report: the same job)
+    r2 = client.post("/studies", headers=sub,
+                     files={"file": ("s.zip", zip_bytes({"ct.dcm": small_dicom, "sr.dcm": sr_bytes}), "application/zip")})
+    assert r2.status_code == 202 and r2.json()["id"] == r.json()["id"] and r2.json()["duplicate"]
