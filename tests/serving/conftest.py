@@ -83,6 +83,13 @@ def pipeline_ready() -> str | None:
             importlib.import_module(mod)
         except ImportError as err:
             return f"{mod}: {err}"
+    from pipelines.errors import PrereadError
+    from pipelines.infer import get_model
+
+    try:  # the default model's weights are trained and committed by models/ and training/
+        get_model()
+    except PrereadError as err:
+        return err.one_line()
     return None
 
 
