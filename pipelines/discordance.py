@@ -296,7 +296,9 @@ def compare(
           and a.confidence >= cfg.policy.min_ai_confidence and a.mean_diameter_mm and a.mean_diameter_mm > 0]
     report_all = _relevant_report(report_findings, cfg.policy.report_nodule_kinds)
     positive = [r for r in report_all if not r.negated]
-    negative_report = bool(report_all) and not positive
+    # "no pulmonary nodules" (negation scope all); "no new nodules" (scope new) says nothing about older ones
+    negative_report = not positive and any(r.negated and getattr(r, "negation_scope", "all") != "new"
+                                           for r in report_all)
     notes: list[str] = []
     flags: list[_Flag] = []
 
@@ -332,7 +334,8 @@ def compare(
     study = _Study(g, cfg, risk)
     by_ai = {a.id: a for a in ai}
     by_report = {r.id: r for r in positive}
-    n_report = sum(max(1, int(r.count or 1)) for r in positive)
+    n_report = sum(max(1, int(r.count or 1)) for r in positive
+                   if _composition_or(r.composition, "solid") != "calcified")
     n_ai = sum(1 for a in ai if a.composition != "calcified")
     pair_count = max(1, n_report, n_ai)
 
@@ -344,12 +347,9 @@ def compare(
             continue
         partner = next((by_ai[p.ai] for p in match.pairs if p.report == rf.id), None)
         comp = _composition_or(rf.composition, partner.composition if partner else "solid")
-        solid = getattr(rf, "solid_component_mm", None)
-        if solid is None and partner is not None and comp == "part-solid":
-            solid = partner.solid_component_mm
+        solid = _report_solid(rf, size, partner) if comp == "part-solid" else None
         report_cats[rf.id] = study.categorize(comp, size, solid=solid, count=max(1, n_report),
-                                              new=bool(getattr(rf, "new", False)),
-                                              growing=_growing(g, size, rf))
+                                              new=_is_new(rf), growing=_growing(g, size, rf))
     report_study = max(report_cats.values(), key=lambda c: c.rank, default=g.no_nodule_category())
     ai_cats: list[Category] = []
 
@@ -389,11 +389,32 @@ def compare(
     return _finish(cfg, flags, matches, g, report_study, ai_study, notes, waited_s, ai_available=True)
 
 
+def _report_solid(rf: ReportFinding, report_mean: float, partner: AIFinding | None) -> float | None:
+    """The report's solid component (mm) of a part-solid nodule.
+
+    When the report gives none, the matched AI finding's solid component is scaled by the ratio of the two
+    total sizes (the reader is assumed to have measured the same nodule at the scale of their total size), so
+    that a Lung-RADS category that hinges on the solid component is compared like for like.
+    """
+    stated = getattr(rf, "solid_component_mm", None)
+    if stated is not None:
+        return float(stated)
+    if partner is None or partner.solid_component_mm is None or not partner.mean_diameter_mm:
+        return None
+    return float(partner.solid_component_mm) * report_mean / float(partner.mean_diameter_mm)
+
+
+def _is_new(rf: ReportFinding) -> bool:
+    """The report calls the nodule new (parser's ``stability="new"``, or an explicit ``new`` flag)."""
+    return bool(getattr(rf, "new", False)) or getattr(rf, "stability", None) == "new"
+
+
 def _growing(g: Guideline, size: float, rf: ReportFinding) -> bool:
-    """Growth against the report's stated prior size, as the guideline counts it."""
+    """Growth as the guideline counts it: ``size`` against the report's stated prior size; without a prior
+    size, the report's own word for it (parser's ``stability="enlarging"``)."""
     prior = [float(s) for s in (rf.prior_size_mm or []) if s]
     if not prior:
-        return bool(getattr(rf, "growing", False))
+        return bool(getattr(rf, "growing", False)) or getattr(rf, "stability", None) == "enlarging"
     prior_mean = prior[0] if len(prior) == 1 else (prior[0] + prior[1]) / 2.0
     return g.is_growth(size, prior_mean)
 
@@ -403,7 +424,7 @@ def _compare_pair(study: _Study, a: AIFinding, rf: ReportFinding, cat_r: Categor
     g, tol, pcfg = study.g, study.cfg.tolerance, study.cfg.priority
     u_a = tol.ai_uncertainty(a.uncertainty_mm)
     sigma = tol.combined(a.uncertainty_mm)
-    new = bool(getattr(rf, "new", False))
+    new = _is_new(rf)
     cat_a = study.categorize(a.composition, a.mean_diameter_mm, solid=a.solid_component_mm, count=count,
                              new=new, growing=_growing(g, a.mean_diameter_mm, rf))
     comp_r = _composition_or(rf.composition, a.composition)
@@ -418,9 +439,7 @@ def _compare_pair(study: _Study, a: AIFinding, rf: ReportFinding, cat_r: Categor
                          f"AI: {_ai_words(a, u_a, full=False)}, {cat_a.summary()}."),
         ), 0.0, float(a.confidence)), cat_a
     # the report side, categorised with the same count as the AI side so that only size/composition differ
-    solid_r = getattr(rf, "solid_component_mm", None)
-    if solid_r is None and comp_r == "part-solid":
-        solid_r = a.solid_component_mm
+    solid_r = _report_solid(rf, r, a) if comp_r == "part-solid" else None
     cat_r = study.categorize(comp_r, r, solid=solid_r, count=count, new=new, growing=_growing(g, r, rf))
     if cat_a.rank == cat_r.rank:
         return None, cat_a

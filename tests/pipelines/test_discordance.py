@@ -86,12 +86,21 @@ def test_part_solid_solid_component_drives_lung_rads():
     # both 12 mm part-solid; the AI's solid component 9 mm (4B) vs the report's category from total size
     cmp = compare([ai(d=12, comp="part-solid", solid=9.0, u=0.5)],
                   [rep(sizes=(12,), comp="part-solid")], SCREENING)
-    # the report gives no solid component: the AI's is used for both, so the sizes agree and nothing is raised
+    # the report gives no solid component: the AI's, scaled by the total sizes, stands in; sizes agree: no flag
     assert cmp.discordances == []
     cmp2 = compare([ai(d=12, comp="part-solid", solid=9.0, u=0.5)],
                    [rep(sizes=(12,), comp="part-solid").model_copy(update={"solid_component_mm": 3.0})], SCREENING)
     assert types(cmp2) == [("category_change", "major")]
     assert cmp2.discordances[0].report_category == "3" and cmp2.discordances[0].ai_category == "4B"
+
+
+def test_part_solid_oversized_report_without_solid_component():
+    # report 16 mm part-solid (no solid size); AI 7.3 mm with a 4.1 mm core: the report's implied core is
+    # 4.1 x 16 / 7.3 = 9 mm (4B) against the AI's 3: the report asks for far more than the images support
+    cmp = compare([ai(d=7.3, comp="part-solid", solid=4.1, u=0.5, lobe="LLL", side="left")],
+                  [rep(sizes=(16,), comp="part-solid", lobe="LLL", side="left")], SCREENING)
+    assert types(cmp) == [("category_change", "major")]
+    assert (cmp.discordances[0].report_category, cmp.discordances[0].ai_category) == ("4B", "3")
 
 
 def test_growth_against_the_reports_prior():
