@@ -108,7 +108,7 @@ class SynthConfig:
     noise: bool = True
     report_relation: str | None = None  # force one of RELATIONS; None: drawn from the configured mix
     screening: bool | None = None  # None: drawn
-    vessel_points_per_tree: int = 260
+    vessel_points_per_tree: int = 500
     fine_step_mm: float = 1.0  # sub-slice step for partial-volume integration of thin structures
     background_step_mm: float = 2.5  # sub-slice step for the smooth anatomy (thick slices only)
 

@@ -161,7 +161,7 @@ def _axes_2d(pts: np.ndarray, h: float) -> tuple[float, float]:
     return L + h, S
 
 
-def measure(shape: NoduleShape, n3: int = 64, n2: int = 320, core: bool = False) -> dict:
+def measure(shape: NoduleShape, n3: int = 56, n2: int = 256, core: bool = False) -> dict:
     """Truth measurements of ``shape`` from its analytic solid (mm, mm³, LPS)."""
     fn = shape.inside_core if core else shape.inside
     ext = shape.extent() if not core else float(np.max(shape.core_axes)) + np.abs(shape.core_center).max() + 0.1

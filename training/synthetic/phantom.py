@@ -73,19 +73,19 @@ class Anatomy:
         a0 = min(rng.uniform(138.0, 172.0), max_half_width)
         s = a0 / 155.0
         b0 = a0 * rng.uniform(0.66, 0.78)
-        fat = rng.uniform(5.0, 28.0) * s
+        fat = rng.uniform(4.0, 22.0) * s
         rib_pitch = (H + 30.0) / 10.5
         zd_r = H * rng.uniform(0.2, 0.27)
         return cls(
             bx=bx, by=by, z0=z0, H=H, a0=a0, b0=b0, fat=fat,
-            m_post=rng.uniform(24.0, 36.0) * s, m_lat=rng.uniform(6.0, 11.0) * s, m_ant=rng.uniform(9.0, 20.0) * s,
+            m_post=rng.uniform(14.0, 26.0) * s, m_lat=rng.uniform(3.0, 7.0) * s, m_ant=rng.uniform(5.0, 14.0) * s,
             p_body=rng.uniform(2.2, 2.7),
-            rib_pitch=rib_pitch, rib_z1=H + rng.uniform(2.0, 10.0), rib_drop=rng.uniform(45.0, 75.0) * s,
-            rib_ar=rng.uniform(3.5, 4.5) * s, rib_bz=rng.uniform(5.5, 7.5) * s,
+            rib_pitch=rib_pitch, rib_z1=H + rng.uniform(2.0, 10.0), rib_drop=rng.uniform(100.0, 130.0) * s,
+            rib_ar=rng.uniform(2.6, 3.4) * s, rib_bz=rng.uniform(5.0, 6.5) * s,
             r_vb=rng.uniform(14.0, 18.0) * s,
-            xm=rng.uniform(2.0, 10.0), w_med=rng.uniform(17.0, 23.0) * s,
+            xm=rng.uniform(2.0, 10.0), w_med=rng.uniform(20.0, 27.0) * s,
             heart_c=(rng.uniform(18.0, 32.0) * s, -b0 * rng.uniform(0.12, 0.22), zd_r + rng.uniform(30.0, 45.0)),
-            heart_ax=(rng.uniform(55.0, 68.0) * s, rng.uniform(42.0, 52.0) * s, rng.uniform(45.0, 58.0) * s),
+            heart_ax=(rng.uniform(60.0, 72.0) * s, rng.uniform(47.0, 57.0) * s, rng.uniform(50.0, 60.0) * s),
             heart_rot=np.deg2rad(rng.uniform(25.0, 45.0)),
             peri_fat=rng.uniform(2.5, 8.0),
             zd_r=zd_r, zd_l=zd_r - rng.uniform(8.0, 22.0),
@@ -130,16 +130,17 @@ class Anatomy:
         t = zl / self.H
         fat = self.fat * (1.0 + 0.3 * c2) * (0.85 + 0.3 * np.clip(-cy, 0, 1))
         pect = np.clip((t - 0.45) / 0.2, 0.0, 1.0) * np.clip(1.0 - np.abs(xl) / (self.a0 * 0.9), 0, 1)
-        musc = (self.m_lat + (self.m_post - self.m_lat) * np.clip(cy, 0, 1) ** 1.5
+        musc = (self.m_lat + (self.m_post - self.m_lat) * np.clip(cy, 0, 1) ** 4
                 + (self.m_ant - self.m_lat) * np.clip(-cy, 0, 1) ** 2 * (0.4 + 0.6 * pect))
         d_fat = 1.8 + fat
         d_musc = d_fat + musc
-        d_cav = d_musc + 2.4 * self.rib_ar + 2.0
+        d_cav = d_musc + 2.0 * self.rib_ar + 1.5
         return d_fat, d_musc, d_cav
 
     def spine_y(self):
         """Local y of the vertebral body centre."""
-        return self.b0 * 0.92 - self.fat * 0.85 - self.m_post * 0.55 - 22.0 - self.r_vb
+        s = self.a0 / 155.0
+        return self.b0 * 0.92 - self.fat - self.r_vb - 62.0 * s
 
     def dome_z(self, xl, yl):
         """Local z of the diaphragm surface below (x, y)."""
@@ -191,16 +192,44 @@ class Anatomy:
         return np.maximum(np.maximum(sd_asc, sd_desc), sd_arch)
 
     def mediastinum_sd(self, xl, yl, zl):
+        """Signed distance to the mediastinal envelope: a lens from the sternum to the spine."""
         yv = self.spine_y()
-        w = self.w_med * (1.0 + 0.7 * np.exp(-((yl - (yv - 40.0)) / 35.0) ** 2))
-        sd = w - np.abs(xl - self.xm)
-        return np.minimum(sd, (yv + 5.0) - yl)
+        y_ant = -(self.b0 - self.fat - self.m_ant - 6.0)
+        yc = 0.5 * (y_ant + yv)
+        hb = 0.5 * (yv - y_ant) + 6.0
+        rho = np.sqrt(((xl - self.xm) / self.w_med) ** 2 + ((yl - yc) / hb) ** 2)
+        return (1.0 - rho) * self.w_med
+
+    def great_vessels(self):
+        """(dx, dy, r) of the brachiocephalic trunk, left carotid, left subclavian and both brachiocephalic
+        veins above the arch, relative to (xm, 0)."""
+        s = self.a0 / 155.0
+        return ((-14 * s, -22 * s, 5.5 * s), (2 * s, -20 * s, 4.5 * s), (16 * s, -12 * s, 4.5 * s),
+                (-28 * s, -8 * s, 7.0 * s), (10 * s, -32 * s, 5.5 * s))
+
+    def mediastinal_vessels_sd(self, xl, yl, zl, inflate=0.0):
+        """Great vessels above the arch and the superior vena cava below it."""
+        s = self.a0 / 155.0
+        above = zl > self.z_arch
+        sd = np.full(np.broadcast(xl, yl, zl).shape, -1e3, np.float32)
+        for dx, dy, rv in self.great_vessels():
+            sd = np.maximum(sd, np.where(above, rv + inflate - np.hypot(xl - self.xm - dx, yl - dy), -1e3))
+        svc_z = (zl <= self.z_arch) & (zl > self.heart_c[2] + 0.4 * self.heart_ax[2])
+        sd = np.maximum(sd, np.where(svc_z, 9.0 * s + inflate - np.hypot(xl - self.xm + 30 * s, yl + 0.15 * self.b0), -1e3))
+        return sd
 
     def spine_sd(self, xl, yl, zl, inflate=0.0):
         yv = self.spine_y()
         sd_body = (self.r_vb + inflate) - np.sqrt(xl * xl + (yl - yv) ** 2)
-        sd_post = np.minimum(self.r_vb + 10.0 + inflate - np.abs(xl), yl - yv)
-        return np.maximum(sd_body, sd_post)
+        return np.maximum(sd_body, self.paraspinal_sd(xl, yl, inflate))
+
+    def paraspinal_sd(self, xl, yl, inflate=0.0):
+        """The paraspinal muscles and posterior vertebral elements: a rounded block behind the vertebral body."""
+        yv = self.spine_y()
+        ax_ = self.r_vb + 20.0 + inflate
+        ay_ = self.r_vb + 45.0 + inflate
+        rho = np.sqrt((xl / ax_) ** 2 + ((yl - (yv + 0.9 * self.r_vb + 30.0)) / ay_) ** 2)
+        return (1.0 - rho) * ax_
 
     def apex_sd(self, xl, yl, zl, right):
         z_ap0 = 0.7 * self.H
@@ -224,6 +253,7 @@ class Anatomy:
         sd = np.minimum(sd, -self.heart_sd(xl, yl, zl, inflate=self.peri_fat))
         sd = np.minimum(sd, -self.aorta_sd(xl, yl, zl, inflate=2.0))
         sd = np.minimum(sd, -self.spine_sd(xl, yl, zl, inflate=3.0))
+        sd = np.minimum(sd, -self.mediastinal_vessels_sd(xl, yl, zl, inflate=3.0))
         sd = np.minimum(sd, self.apex_sd(xl, yl, zl, right))
         return sd, right
 
@@ -273,12 +303,18 @@ class Anatomy:
         fat = self.fat * (1.0 + 0.3 * c2) * (0.85 + 0.3 * np.clip(-cy, 0, 1))
         c["d_fat"] = (1.8 + fat).astype(f32)
         pect_x = np.clip(1.0 - np.abs(xl) / (self.a0 * 0.9), 0, 1)
-        base = self.m_lat + (self.m_post - self.m_lat) * np.clip(cy, 0, 1) ** 1.5
+        base = self.m_lat + (self.m_post - self.m_lat) * np.clip(cy, 0, 1) ** 4
         ant = (self.m_ant - self.m_lat) * np.clip(-cy, 0, 1) ** 2
         c["musc_a"] = (base + ant * 0.4).astype(f32)
         c["musc_b"] = (ant * 0.6 * pect_x).astype(f32)
-        c["wall"] = f32(2.4 * self.rib_ar + 2.0)
+        c["wall"] = f32(2.0 * self.rib_ar + 1.5)
         c["depth0"] = self._depth_ab(xl, yl, r, *self.body_axes(0.0))
+        c["rbound"] = c["depth0"] + r  # distance from the body centre to the skin along each ray
+        gv = np.full(xl.shape, -1e3, f32)
+        for dx, dy, rv in self.great_vessels():
+            gv = np.maximum(gv, rv - np.hypot(xl - self.xm - dx, yl - dy))
+        c["gv_sd"] = gv.astype(f32)
+        c["svc_sd"] = (9.0 * (self.a0 / 155.0) - np.hypot(xl - self.xm + 30 * (self.a0 / 155.0), yl + 0.15 * self.b0)).astype(f32)
         c["dome"] = self.dome_z(xl, yl).astype(f32)
         c["right"] = xl < self.xm
         # heart (in-plane part of the ellipsoid)
@@ -314,7 +350,9 @@ class Anatomy:
                       + 5.0 * np.sin(xl / 31.0 + p0) + 3.0 * np.sin(yl / 23.0 + p1)).astype(f32)
         c["fis_h"] = (self.fissure_h + 4.0 * np.sin(xl / 27.0 + p2) - 0.08 * yl).astype(f32)
         c["grav"] = (hu_grav_profile(yl, self.b0)).astype(f32)
-        c["liver"] = xl < self.xm + 15
+        c["liver"] = (((xl + 0.25 * self.a0) / (0.85 * self.a0)) ** 2 + (yl / (0.95 * self.b0)) ** 2 < 1.0) \
+            & (xl < self.xm + 0.2 * self.a0)
+        c["paraspinal"] = _ramp(self.paraspinal_sd(xl, yl), 1.0).astype(f32)
         # spine
         s = self.a0 / 155.0
         yv = self.spine_y()
@@ -326,7 +364,7 @@ class Anatomy:
         c["yc"] = yc
         c["eso_d"] = np.hypot(xl - self.xm - 8.0 * s, yl - (yv - self.r_vb - 7.0)).astype(f32)
         c["svc_d"] = np.hypot(xl - self.xm + 30 * s, yl + 0.15 * self.b0).astype(f32)
-        c["drop"] = (self.rib_drop * np.clip((1.0 - cy) / 2.0, 0.0, 1.0) ** 1.3).astype(f32)
+        c["drop"] = (self.rib_drop * np.clip((1.0 - cy) / 2.0, 0.0, 1.0) ** 1.1).astype(f32)
         return c
 
     def _depth_ab(self, xl, yl, r, a, b):
@@ -348,7 +386,8 @@ class Anatomy:
         zl = float(z - self.z0)
         t = zl / self.H
         if t > 0.76:
-            depth = self._depth_ab(xl, yl, r, *self.body_axes(zl))
+            a_, b_ = self.body_axes(zl)
+            depth = c["rbound"] * f32(np.sqrt(a_ * b_ / (self.a0 * self.b0))) - r
         else:
             depth = c["depth0"]
         d_fat = c["d_fat"]
@@ -400,12 +439,14 @@ class Anatomy:
         if aorta_sd is not None:
             cont = _lerp(cont, f32(hu["blood"]), _ramp(aorta_sd, px))
         s = self.a0 / 155.0
-        if zl > za:
-            for dx, dy, rv in ((-14 * s, -22 * s, 5.5 * s), (2 * s, -20 * s, 4.5 * s), (16 * s, -12 * s, 4.5 * s),
-                               (-28 * s, -8 * s, 7.0 * s)):
-                cont = _lerp(cont, f32(hu["blood"]), _ramp(rv - np.hypot(xl - self.xm - dx, yl - dy), px))
-        elif zl > hz + 0.5 * az:
-            cont = _lerp(cont, f32(hu["blood"]), _ramp(9.0 * s - c["svc_d"], px))
+        mv_sd = None
+        if zl > self.z_arch:
+            mv_sd = c["gv_sd"]
+        elif zl > hz + 0.4 * az:
+            mv_sd = c["svc_sd"]
+        if mv_sd is not None:
+            cont = _lerp(cont, f32(hu["blood"]), _ramp(mv_sd, px))
+        cont = _lerp(cont, f32(hu["muscle"]), c["paraspinal"])
         cont = _lerp(cont, f32(hu["muscle"] - 10), _ramp(7.0 * s - c["eso_d"], px) * (1 - below))
 
         # ---- lungs
@@ -416,6 +457,8 @@ class Anatomy:
                                             * (min(ax, ay, az) + self.peri_fat)))
         if aorta_sd is not None:
             lung_sd = np.minimum(lung_sd, -(aorta_sd + 2.0))
+        if mv_sd is not None:
+            lung_sd = np.minimum(lung_sd, -(mv_sd + 3.0))
         if t > 0.7:
             lung_sd = np.minimum(lung_sd, self.apex_sd(xl, yl, zl, c["right"]))
         else:

@@ -180,48 +180,88 @@ def build_trees(anat: Anatomy, rng: np.random.Generator, n_points: int) -> tuple
     return Segments.cat(vessels), lum, walls
 
 
+def _split(seg: Segments, px: float, sz: float) -> Segments:
+    """Cut long capsules into pieces about 3 radii (at least 3 voxels) long, so their boxes stay tight."""
+    L = np.linalg.norm(seg.p1 - seg.p0, axis=1)
+    target = np.maximum(3.0 * np.maximum(seg.r0, seg.r1), 3.0 * max(px, sz))
+    n = np.maximum(1, np.ceil(L / target).astype(int))
+    if n.max() == 1:
+        return seg
+    idx = np.repeat(np.arange(len(seg)), n)
+    start = np.repeat(np.cumsum(n) - n, n)
+    piece = np.arange(len(idx)) - start
+    f0 = (piece / n[idx])[:, None]
+    f1 = ((piece + 1) / n[idx])[:, None]
+    d = seg.p1 - seg.p0
+    p0 = seg.p0[idx] + f0 * d[idx]
+    p1 = seg.p0[idx] + f1 * d[idx]
+    dr = (seg.r1 - seg.r0)[idx]
+    return Segments(p0, p1, seg.r0[idx] + f0[:, 0] * dr, seg.r0[idx] + f1[:, 0] * dr, seg.gen[idx])
+
+
+_PAD = np.array([1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192,
+                 224, 256, 320, 384, 448, 512, 640, 768, 1024, 2048, 4096])
+
+
 def render_segments(vol: np.ndarray, seg: Segments, origin: np.ndarray, spacing: np.ndarray,
-                    m_z: int) -> None:
+                    m_z: int, max_elems: int = 1 << 21) -> None:
     """Max-composite the partial-volume occupancy of each capsule into ``vol`` (uint8 0..255, [k, j, i]).
 
     In-plane the occupancy is a one-pixel ramp on the distance to the capsule surface (capsules thinner
     than a pixel keep their cross-section area); along z each output slice averages ``m_z`` sub-slices
-    spread over its thickness (the slice sensitivity profile of a contiguous reconstruction).
+    spread over its thickness (the slice sensitivity profile of a contiguous reconstruction). Capsules are
+    evaluated in batches of equal (padded) box size.
     """
+    if len(seg) == 0:
+        return
     nk, nj, ni = vol.shape
-    sx, sy, sz = spacing
+    sx, sy, sz = (float(v) for v in spacing)
     px = float(min(sx, sy))
-    sub = ((np.arange(m_z) + 0.5) / m_z - 0.5) * sz
-    lo_all = np.minimum(seg.p0, seg.p1) - np.maximum(seg.r0, seg.r1)[:, None] - px
-    hi_all = np.maximum(seg.p0, seg.p1) + np.maximum(seg.r0, seg.r1)[:, None] + px
-    ilo = np.floor((lo_all - origin) / spacing).astype(int)
-    ihi = np.ceil((hi_all - origin) / spacing).astype(int) + 1
+    seg = _split(seg, px, sz)
+    sub = (((np.arange(m_z) + 0.5) / m_z - 0.5) * sz).astype(np.float32)
+    rmax = np.maximum(seg.r0, seg.r1)[:, None]
+    lo_all = np.minimum(seg.p0, seg.p1) - rmax - px
+    hi_all = np.maximum(seg.p0, seg.p1) + rmax + px
     shape = np.array([ni, nj, nk])
-    ilo = np.clip(ilo, 0, shape)
-    ihi = np.clip(ihi, 0, shape)
-    for s in range(len(seg)):
-        i0, j0, k0 = ilo[s]
-        i1, j1, k1 = ihi[s]
-        if i1 <= i0 or j1 <= j0 or k1 <= k0:
-            continue
-        p0 = seg.p0[s]
-        d = seg.p1[s] - p0
-        L2 = float(d @ d) + 1e-9
-        xs = (origin[0] + sx * np.arange(i0, i1) - p0[0]).astype(np.float32)
-        ys = (origin[1] + sy * np.arange(j0, j1) - p0[1]).astype(np.float32)
-        zs = ((origin[2] + sz * np.arange(k0, k1))[:, None] + sub[None, :]).ravel().astype(np.float32) - p0[2]
-        X = xs[None, None, :]
-        Y = ys[None, :, None]
-        Z = zs[:, None, None]
-        t = np.clip((X * d[0] + Y * d[1] + Z * d[2]) / L2, 0.0, 1.0)
-        dx = X - t * d[0]
-        dy = Y - t * d[1]
-        dz = Z - t * d[2]
-        dist = np.sqrt(dx * dx + dy * dy + dz * dz)
-        r = seg.r0[s] + t * (seg.r1[s] - seg.r0[s])
-        occ = np.minimum(1.0, 2.0 * r / px) * np.clip((np.maximum(r, px / 2) - dist) / px + 0.5, 0.0, 1.0)
-        if m_z > 1:
-            occ = occ.reshape(k1 - k0, m_z, j1 - j0, i1 - i0).mean(1)
-        occ8 = (occ * 255.0 + 0.5).astype(np.uint8)
-        view = vol[k0:k1, j0:j1, i0:i1]
-        np.maximum(view, occ8, out=view)
+    ilo = np.clip(np.floor((lo_all - origin) / spacing).astype(int), 0, shape)
+    ihi = np.clip(np.ceil((hi_all - origin) / spacing).astype(int) + 1, 0, shape)
+    size = ihi - ilo
+    ok = np.all(size > 0, axis=1)
+    padded = _PAD[np.searchsorted(_PAD, size)]
+    key = padded[:, 0] * 10**8 + padded[:, 1] * 10**4 + padded[:, 2]
+    d_all = (seg.p1 - seg.p0).astype(np.float32)
+    L2_all = np.maximum((d_all * d_all).sum(1), 1e-9).astype(np.float32)
+    for kv in np.unique(key[ok]):
+        members = np.nonzero(ok & (key == kv))[0]
+        si, sj, sk = (int(v) for v in padded[members[0]])
+        per = si * sj * sk * m_z
+        step = max(1, max_elems // per)
+        for c0 in range(0, len(members), step):
+            g = members[c0:c0 + step]
+            p0 = seg.p0[g].astype(np.float32)
+            xs = (origin[0] + sx * (ilo[g, 0][:, None] + np.arange(si))).astype(np.float32) - p0[:, 0:1]
+            ys = (origin[1] + sy * (ilo[g, 1][:, None] + np.arange(sj))).astype(np.float32) - p0[:, 1:2]
+            zc = (origin[2] + sz * (ilo[g, 2][:, None] + np.arange(sk))).astype(np.float32)
+            zs = (zc[:, :, None] + sub[None, None, :]).reshape(len(g), sk * m_z) - p0[:, 2:3]
+            X = xs[:, None, None, :]
+            Y = ys[:, None, :, None]
+            Z = zs[:, :, None, None]
+            d = d_all[g]
+            dx, dy, dz = (d[:, i][:, None, None, None] for i in range(3))
+            t = np.clip((X * dx + Y * dy + Z * dz) / L2_all[g][:, None, None, None], 0.0, 1.0)
+            ex = X - t * dx
+            ey = Y - t * dy
+            ez = Z - t * dz
+            dist = np.sqrt(ex * ex + ey * ey + ez * ez)
+            r0 = seg.r0[g].astype(np.float32)[:, None, None, None]
+            r1 = seg.r1[g].astype(np.float32)[:, None, None, None]
+            r = r0 + t * (r1 - r0)
+            occ = np.minimum(1.0, r * (2.0 / px)) * np.clip((np.maximum(r, px / 2) - dist) * (1.0 / px) + 0.5, 0.0, 1.0)
+            if m_z > 1:
+                occ = occ.reshape(len(g), sk, m_z, sj, si).mean(2)
+            occ8 = (occ * 255.0 + 0.5).astype(np.uint8)
+            for n, s_ in enumerate(g):
+                i0, j0, k0 = ilo[s_]
+                a, b, c = size[s_]
+                view = vol[k0:k0 + c, j0:j0 + b, i0:i0 + a]
+                np.maximum(view, occ8[n, :c, :b, :a], out=view)
