@@ -22,8 +22,7 @@ def run_demo(out: Path, *, n: int, seed: int, preset: str, backend: str, device:
     rows: list[dict] = []
     for idx in range(n):
         relation = DEMO_RELATIONS[idx % len(DEMO_RELATIONS)]
-        cfg = SynthConfig.preset(preset)
-        cfg.report_relation = relation
+        cfg = SynthConfig.preset(preset, report_relation=relation)
         study = make_study(seed + idx, cfg)
         name = f"study-{idx + 1:02d}-{relation}"
         study_dir = write_study(study, out / "studies" / name)
