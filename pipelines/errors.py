@@ -93,6 +93,13 @@ class DiscordanceError(PrereadError):
     code = "discordance_error"
 
 
+class DicomExportError(PrereadError):
+    """DICOM SEG/SR output cannot be made (masks do not match the source slices, source headers incomplete)."""
+
+    code = "dicom_export_error"
+    http_status = 422
+
+
 class ServingError(PrereadError):
     """A request to the service is invalid (bad token, bad upload, unknown study)."""
 
