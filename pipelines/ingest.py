@@ -324,12 +324,13 @@ def _load_dicom(root: Path, cfg: IngestConfig, series_uid: str | None, kind: str
             f"series {selected.series_uid} would hold {nvox} voxels ({out_cols}x{out_rows}x{n_out}), "
             f"more than limits.max_voxels ({cfg.limits.max_voxels})",
             hint="raise limits.max_voxels in configs/ingest.yaml if the machine has the memory")
-    stack, _ = decode_records(recs, cfg)
+    stack, decode_warnings = decode_records(recs, cfg)
     t_decode = time.perf_counter()
     asm = assemble(stack, plan, cfg.pixels.padding_fill_hu)
     t_asm = time.perf_counter()
 
-    warnings = list(selected.warnings)
+    warnings = list(selected.warnings) + decode_warnings
+    selected.warnings.extend(decode_warnings)
     inst = [recs[s].instance_number for s in asm.source_index]
     sops = [recs[s].sop_instance_uid for s in asm.source_index]
     frames = [recs[s].frame for s in asm.source_index]

@@ -13,13 +13,18 @@ import logging
 import os
 import stat
 import struct
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, generate_uid
 
 from pipelines.errors import GeometryError, IngestError, InputTooLargeError
@@ -151,7 +156,46 @@ def _looks_like_dicom(head: bytes) -> tuple[bool, bool]:
 
 # ----------------------------------------------------------------------------------------- headers
 
+_TEXT_VRS = {"DS", "IS", "CS", "UI", "LO", "SH", "DA", "TM", "DT", "AS", "ST", "LT", "PN"}
+_BIN_VRS = {"US": ("H", 2), "SS": ("h", 2), "UL": ("I", 4), "SL": ("i", 4), "FD": ("d", 8), "FL": ("f", 4)}
+_NOFAST = object()
+
+
+@lru_cache(maxsize=None)
+def _tag_vr(kw: str) -> tuple[BaseTag, str]:
+    tag = Tag(tag_for_keyword(kw))
+    return tag, dictionary_VR(tag)
+
+
+def _raw_values(ds: Dataset | None, kw: str):
+    """Values of a still-raw element decoded directly from its bytes (much faster than pydicom's
+    conversion for the ~30 header values read per file); ``_NOFAST`` when pydicom must convert it."""
+    if ds is None:
+        return None
+    tag, dvr = _tag_vr(kw)
+    elem = ds._dict.get(tag)
+    if elem is None:
+        return None
+    if not isinstance(elem, RawDataElement):
+        return _NOFAST
+    vr = elem.VR or dvr
+    b = elem.value
+    if not b:
+        return []
+    if vr in _TEXT_VRS:
+        txt = b.decode("latin-1").strip(" \x00")
+        return [x.strip(" \x00") for x in txt.split("\\")] if txt else []
+    if vr in _BIN_VRS:
+        code, size = _BIN_VRS[vr]
+        n = len(b) // size
+        return list(struct.unpack(f"{'<' if elem.is_little_endian else '>'}{n}{code}", b[: n * size]))
+    return _NOFAST
+
+
 def _text(ds: Dataset, kw: str) -> str | None:
+    vals = _raw_values(ds, kw)
+    if vals is not _NOFAST:
+        return next((str(v) for v in vals if str(v)), None) if vals else None
     v = ds.get(kw)
     if v is None:
         return None
@@ -163,7 +207,21 @@ def _text(ds: Dataset, kw: str) -> str | None:
     return s or None
 
 
+def _strings(ds: Dataset, kw: str) -> tuple[str, ...]:
+    vals = _raw_values(ds, kw)
+    if vals is _NOFAST:
+        v = ds.get(kw)
+        vals = [] if v is None else (list(v) if isinstance(v, (list, pydicom.multival.MultiValue)) else [v])
+    return tuple(str(x).strip() for x in (vals or []))
+
+
 def _int(ds: Dataset, kw: str) -> int | None:
+    vals = _raw_values(ds, kw)
+    if vals is not _NOFAST:
+        try:
+            return int(float(vals[0])) if vals and vals[0] != "" else None
+        except (TypeError, ValueError, OverflowError):
+            return None
     v = ds.get(kw)
     if v is None or v == "":
         return None
@@ -175,20 +233,27 @@ def _int(ds: Dataset, kw: str) -> int | None:
         return None
 
 
-def _floats(ds: Dataset, kw: str, n: int) -> np.ndarray | None:
-    v = ds.get(kw)
-    if v is None:
+def _floats(ds: Dataset | None, kw: str, n: int) -> np.ndarray | None:
+    if ds is None:
+        return None
+    vals = _raw_values(ds, kw)
+    if vals is _NOFAST:
+        v = ds.get(kw)
+        if v is None:
+            return None
+        vals = v if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else [v]
+    elif vals is None:
         return None
     try:
-        vals = [float(x) for x in (v if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else [v])]
+        out = [float(x) for x in vals]
     except (TypeError, ValueError):
         return None
-    if len(vals) != n or not all(np.isfinite(vals)):
+    if len(out) != n or not all(np.isfinite(out)):
         return None
-    return np.asarray(vals, dtype=np.float64)
+    return np.asarray(out, dtype=np.float64)
 
 
-def _float(ds: Dataset, kw: str) -> float | None:
+def _float(ds: Dataset | None, kw: str) -> float | None:
     a = _floats(ds, kw, 1)
     return None if a is None else float(a[0])
 
@@ -251,6 +316,9 @@ def scan_file(path: Path, root: Path, cfg: IngestConfig) -> list[SliceRecord] | 
                     ts = NATIVE_BE
             pixel_tag, pixel_offset = None, None
             if ts == DEFLATED:
+                cap = int(min(cfg.limits.max_file_bytes, cfg.limits.archive.max_ratio * max(size, 1)))
+                if not _inflates_within(path, cap):
+                    return SkippedFile(rel, f"deflated dataset expands beyond {cap} bytes; not read (bomb guard)")
                 full = pydicom.dcmread(path, force=force)
                 pixel_tag = next((t for t, kw in PIXEL_DATA_TAGS.items() if kw in full), None)
             else:
@@ -295,6 +363,29 @@ def scan_file(path: Path, root: Path, cfg: IngestConfig) -> list[SliceRecord] | 
         return SkippedFile(rel, f"malformed DICOM header ({type(ex).__name__}: {msg})")
 
 
+def _inflates_within(path: Path, cap: int) -> bool:
+    """False when a Deflated Explicit VR file's dataset inflates beyond ``cap`` bytes (PS3.5 A.5)."""
+    data = path.read_bytes()
+    if data[128:132] != b"DICM":
+        return True
+    pos = 132
+    while pos + 8 <= len(data):
+        group = struct.unpack("<H", data[pos:pos + 2])[0]
+        if group != 0x0002:
+            break
+        vr = data[pos + 4:pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR"):
+            pos += 12 + struct.unpack("<I", data[pos + 8:pos + 12])[0]
+        else:
+            pos += 8 + struct.unpack("<H", data[pos + 6:pos + 8])[0]
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        d.decompress(data[pos:], cap)
+    except zlib.error:
+        return True  # not our concern here: pydicom reports the corrupt stream
+    return not d.unconsumed_tail
+
+
 def _derive_uid(*parts) -> str:
     return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
 
@@ -329,11 +420,7 @@ def _records_from_header(ds: Dataset, path: Path, rel: str, root: Path, ts: str,
         study_uid = _derive_uid("study", for_uid, _text(ds, "StudyDate"), _text(ds, "StudyTime"),
                                 _text(ds, "AccessionNumber"), _text(ds, "StudyID"))
         derived.append("StudyInstanceUID")
-    kernel_v = ds.get("ConvolutionKernel")
-    if isinstance(kernel_v, pydicom.multival.MultiValue):
-        kernel = str(kernel_v[0]).strip() if len(kernel_v) else None
-    else:
-        kernel = str(kernel_v).strip() if kernel_v else None
+    kernel = next((k for k in _strings(ds, "ConvolutionKernel") if k), None)
     series_uid = _text(ds, "SeriesInstanceUID")
     if not series_uid:
         series_uid = _derive_uid("series", study_uid, for_uid, _text(ds, "SeriesNumber"), _text(ds, "SeriesDescription"),
@@ -343,15 +430,15 @@ def _records_from_header(ds: Dataset, path: Path, rel: str, root: Path, ts: str,
         sop_uid = _derive_uid("sop", series_uid, None if ipp0 is None else np.round(ipp0, 3).tolist(),
                               _text(ds, "InstanceNumber"), rel)
         derived.append("SOPInstanceUID")
-    image_type = tuple(str(x).upper() for x in (ds.get("ImageType") or []))
-    lossy = str(ds.get("LossyImageCompression", "")).strip() == "01"
+    image_type = tuple(x.upper() for x in _strings(ds, "ImageType"))
+    lossy = _text(ds, "LossyImageCompression") == "01"
 
     tilt = _float(ds, "GantryDetectorTilt")
     base = dict(
         path=path, rel=rel, n_frames=n_frames, sop_instance_uid=sop_uid, sop_class_uid=sop_class,
         series_uid=series_uid, study_uid=study_uid, frame_of_reference_uid=for_uid,
         series_number=_int(ds, "SeriesNumber"), modality=_text(ds, "Modality"), image_type=image_type,
-        description=_text(ds, "SeriesDescription"), kernel=kernel, instance_number=_int(ds, "InstanceNumber"),
+        description=(str(ds.get("SeriesDescription") or "").strip() or None), kernel=kernel, instance_number=_int(ds, "InstanceNumber"),
         acquisition_number=_int(ds, "AcquisitionNumber"), rows=rows, cols=cols, transfer_syntax=ts,
         lossy_flag=lossy, pixel_representation=pr, bits_allocated=bits_allocated, bits_stored=bits_stored,
         samples_per_pixel=spp, photometric=_text(ds, "PhotometricInterpretation"), gantry_tilt_deg=tilt,
@@ -467,10 +554,39 @@ def _native_frame(r: SliceRecord) -> np.ndarray | None:
     return arr
 
 
-def _decode_file(path: Path, rel: str) -> np.ndarray:
+J2K_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+                "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
+
+
+def _j2k_signed(ds: Dataset) -> bool | None:
+    """Signedness of the first JPEG 2000 component from the codestream's SIZ marker (ISO 15444-1 A.5.1)."""
+    try:
+        from pydicom.encaps import generate_frames
+
+        nf = _int(ds, "NumberOfFrames") or 1
+        frame = next(generate_frames(ds.PixelData, number_of_frames=nf))
+    except Exception:  # noqa: BLE001 - an unreadable fragment is reported by the decoder itself
+        return None
+    i = frame.find(b"\xff\x51", 0, 512)
+    if i < 0 or i + 41 > len(frame):
+        return None
+    return bool(frame[i + 40] & 0x80)
+
+
+def _decode_file(path: Path, rel: str, warnings: list[str] | None = None) -> np.ndarray:
     try:
         ds = pydicom.dcmread(path, force=True)
         arr = ds.pixel_array
+        ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+        if (ts in J2K_SYNTAXES and (_int(ds, "PixelRepresentation") or 0) == 0
+                and arr.dtype.kind == "u" and _j2k_signed(ds)):
+            bits = _int(ds, "BitsStored") or arr.dtype.itemsize * 8
+            signed = arr.astype(np.int32)
+            signed[signed >= (1 << (bits - 1))] -= 1 << bits
+            arr = signed
+            if warnings is not None:
+                warnings.append("JPEG 2000 codestream is signed but PixelRepresentation says unsigned; "
+                                "the codestream's signedness was used")
     except NotImplementedError as ex:
         raise IngestError(f"{rel}: pixel data cannot be decoded: {' '.join(str(ex).split())[:200]}",
                           hint="convert the series to an uncompressed or lossless transfer syntax") from ex
@@ -493,16 +609,24 @@ def _to_hu(raw: np.ndarray, r: SliceRecord, out: np.ndarray, padding_fill: float
         if not pad_mask.any():
             pad_mask = None
     if out.dtype == np.int16:
-        tmp = raw.astype(np.int32)
-        if r.slope != 1:
-            tmp *= int(r.slope)
-        if r.intercept:
-            tmp += int(r.intercept)
+        slope, icpt = int(r.slope), int(r.intercept)
+        if raw.size:
+            lo, hi = int(raw.min()), int(raw.max())
+            ends = (lo * slope + icpt, hi * slope + icpt)
+            if min(ends) < -32768 or max(ends) > 32767:
+                if pad_mask is None:
+                    raise _NeedFloat
+                valid = raw[~pad_mask]
+                if valid.size:
+                    ends = (int(valid.min()) * slope + icpt, int(valid.max()) * slope + icpt)
+                    if min(ends) < -32768 or max(ends) > 32767:
+                        raise _NeedFloat
+        if slope == 1:
+            np.add(raw, np.int32(icpt), out=out, casting="unsafe")  # fits: checked above
+        else:
+            np.add(raw.astype(np.int32) * slope, icpt, out=out, casting="unsafe")
         if pad_mask is not None:
-            tmp[pad_mask] = int(padding_fill)
-        if tmp.size and (tmp.min() < -32768 or tmp.max() > 32767):
-            raise _NeedFloat
-        out[...] = tmp
+            out[pad_mask] = int(padding_fill)
     else:
         np.multiply(raw, np.float32(r.slope), out=out, casting="unsafe")
         out += np.float32(r.intercept)
@@ -550,7 +674,7 @@ def _decode_into(records: list[SliceRecord], cfg: IngestConfig, dtype: np.dtype)
     def work_file(path: Path) -> None:
         idxs = by_file[path]
         r0 = records[idxs[0]]
-        arr = _decode_file(path, r0.rel)
+        arr = _decode_file(path, r0.rel, warnings)
         if arr.ndim == 2:
             arr = arr[None]
         for idx in idxs:
@@ -568,4 +692,4 @@ def _decode_into(records: list[SliceRecord], cfg: IngestConfig, dtype: np.dtype)
         fallback_files |= {r.path for r in need_generic}
         for _ in pool.map(work_file, sorted(fallback_files)):
             pass
-    return out, warnings
+    return out, sorted(set(warnings))

@@ -373,3 +373,13 @@ def test_config_file_is_valid():
     cfg = default_ingest_config()
     assert isinstance(cfg, IngestConfig)
     assert "1.2.840.10008.1.2.4.91" in cfg.pixels.lossy_transfer_syntaxes
+
+
+def test_deflate_bomb_inside_dicom_is_not_inflated(tmp_path):
+    ds = pydicom.dcmread(TS / "CTImage.dcm")
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    ds.add_new(0x00091010, "OB", bytes(24 << 20))  # 24 MiB of zeros in a private element
+    ds.save_as(tmp_path / "bomb.dcm")
+    assert (tmp_path / "bomb.dcm").stat().st_size < 1 << 20
+    with pytest.raises(IngestError, match="bomb guard"):
+        load_study(tmp_path / "bomb.dcm", limits=IngestLimits(max_file_bytes=8 << 20))

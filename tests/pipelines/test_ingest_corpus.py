@@ -158,3 +158,13 @@ def test_nifti_example_in_lps(shared_data):
     ras = nib.load(str(path)).affine
     assert np.allclose(np.diag([-1, -1, 1, 1]) @ ras, vol.affine_lps, atol=1e-3)
     assert vol.array.shape[::-1] == nib.load(str(path)).shape[:3]
+
+
+def test_j2k_signedness_mismatch_gives_same_hu(shared_data):
+    """pylibjpeg-data: the same slice with a signed codestream in an unsigned header, and the reverse."""
+    d = shared_data / "dicom" / "pylibjpeg-data" / "JPEG2000Lossless"
+    a = load_study(d / "TOSHIBA_J2K_SIZ1_PixRep0.dcm")
+    b = load_study(d / "TOSHIBA_J2K_SIZ0_PixRep1.dcm")
+    assert np.array_equal(a.volume.array, b.volume.array)
+    assert a.volume.array.min() == -2048
+    assert any("codestream is signed" in w for w in a.volume.warnings)
