@@ -86,8 +86,10 @@ def pipeline_ready() -> str | None:
     from pipelines.errors import PrereadError
     from pipelines.infer import get_model
 
+    import os
+
     try:  # the default model's weights are trained and committed by models/ and training/
-        get_model()
+        get_model(os.environ.get("PREREAD_MODEL") or None)
     except PrereadError as err:
         return err.one_line()
     return None
@@ -104,7 +106,8 @@ def free_port() -> int:
 def service_env(data_dir: Path, **extra) -> dict:
     import os
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREREAD_")}
+    keep = ("PREREAD_MODEL", "PREREAD_BACKEND", "PREREAD_DEVICE", "PREREAD_SHARED_DATA", "PREREAD_CONFIGS_DIR")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREREAD_") or k in keep}
     env.update({"PREREAD_DATA_DIR": str(data_dir), "PREREAD_LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1",
                 "PREREAD_POLL_S": "0.2"})
     env.update({f"PREREAD_{k.upper()}": str(v) for k, v in extra.items()})

@@ -29,7 +29,7 @@ def test_sigkill_mid_study_then_every_study_done_exactly_once(service, shared_da
     if reason:
         pytest.skip(f"end-to-end pipeline not available yet ({reason})")
     app, client, tokens = service(lease_s=5.0, heartbeat_s=1.0, max_attempts=3, retry_backoff_s=0.5)
-    studies = [shared_data / "ct" / "lidc-idri-0001", shared_data / "ct" / "lidc-idri-0003"]
+    studies = [shared_data / "ct" / "lidc-idri-0003"] * 2  # one real study, two reports: two jobs
     ids = []
     for folder, report in zip(studies, REPORTS):
         r = client.post("/studies", headers=auth(tokens["submitter"]),
