@@ -66,10 +66,21 @@ class Shape:
         d = fibonacci_sphere(n)
         return float(4 * np.pi * np.mean(self.radius(d) ** 3) / 3)
 
-    def max_3d_diameter_mm(self, n: int = 20_000) -> float:
+    def max_3d_diameter_mm(self, n: int = 3000) -> float:
+        """Farthest pair of boundary points: coarse over ``n`` directions, then dense near the two ends."""
         d = fibonacci_sphere(n)
         pts = d * self.radius(d)[:, None]
-        return farthest_pair(pts)[0]
+        best, ends = farthest_pair(pts)
+        caps = []
+        dense = fibonacci_sphere(200_000)
+        for e in ends:
+            u = e / np.linalg.norm(e)
+            near = dense[dense @ u > np.cos(0.12)]
+            caps.append(near * self.radius(near)[:, None])
+        a, b = caps
+        sa, sb = (a ** 2).sum(1), (b ** 2).sum(1)
+        d2 = sa[:, None] + sb[None, :] - 2 * a @ b.T
+        return max(best, float(np.sqrt(max(d2.max(), 0.0))))
 
     def axial_section(self, z: float, h: float = 0.2, long_only: bool = False):
         """Long/short axis (mm) and area of the exact section at LPS z (None if the plane misses it)."""
@@ -161,15 +172,26 @@ def rasterise(shape: Shape, inplane_mm: float, slice_mm: float, rng: np.random.G
     offs_z = (np.arange(nz) + 0.5) / nz - 0.5
     occ = np.zeros((n[2], n[1], n[0]), dtype=np.float32)
     ii, jj = np.meshgrid(np.arange(n[0]), np.arange(n[1]), indexing="xy")  # [j, i]
+    # F grows at least like distance / (largest radius) near the boundary and at most like
+    # (1 + lobulation slope) / (smallest semi-axis): only voxels within that reach are supersampled.
+    half_diag = 0.5 * float(np.linalg.norm(spacing))
+    slope = (1.0 + float(np.sum(shape.bumps_a / np.sqrt(shape.bumps_kappa)))) / float(shape.semi_axes_mm.min())
+    reach = 2.0 * half_diag * slope
     for k in range(n[2]):
-        acc = np.zeros((n[1], n[0]), dtype=np.float32)
+        centre = np.stack([ii, jj, np.full_like(ii, k)], -1).astype(float) @ lin.T + origin
+        f0 = shape.implicit(centre)
+        occ[k] = f0 <= -reach
+        band = np.abs(f0) < reach
+        if not band.any():
+            continue
+        bi, bj = ii[band].astype(float), jj[band].astype(float)
+        acc = np.zeros(bi.shape, dtype=np.float32)
         for dz in offs_z:
             for dy in offs_xy:
                 for dx in offs_xy:
-                    idx = np.stack([ii + dx, jj + dy, np.full_like(ii, k, dtype=float) + dz], -1)
-                    p = idx @ lin.T + origin
-                    acc += shape.implicit(p) <= 0
-        occ[k] = acc / (nz * sub_xy * sub_xy)
+                    idx = np.column_stack([bi + dx, bj + dy, np.full_like(bi, k + dz)])
+                    acc += shape.implicit(idx @ lin.T + origin) <= 0
+        occ[k][band] = acc / (nz * sub_xy * sub_xy)
     mask = occ >= 0.5
     hu = ct.background_hu + occ * (ct.lesion_hu - ct.background_hu)
     if ct.psf_sigma_mm > 0:

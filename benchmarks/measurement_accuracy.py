@@ -89,7 +89,7 @@ def analytic_case(args: tuple[float, int, int]) -> dict | None:
     z_best, t_long, t_short = shape.largest_axial_section()
     row = {"kind": kind, "slice_mm": sz, "inplane_mm": inplane, "true_long": t_long, "true_short": t_short,
            "true_mean": 0.5 * (t_long + t_short), "true_volume": shape.volume_mm3(),
-           "true_max3d": shape.max_3d_diameter_mm(8000)}
+           "true_max3d": shape.max_3d_diameter_mm()}
     for mode, use_image in (("image", True), ("mask", False)):
         t = time.perf_counter()
         m = measure_mask(vol, mask, use_image=use_image)

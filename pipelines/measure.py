@@ -249,8 +249,9 @@ def measure_mask(
 ) -> LesionMeasurement:
     """Measure the lesion in ``mask`` (bool [k, j, i] on ``volume``'s grid), all of it as one lesion.
 
-    ``lung_labels`` (any non-zero = lung) sets the midline for the side; ``lobe_labels`` (1 RUL, 2 RML,
-    3 RLL, 4 LUL, 5 LLL) gives the lobe and side. ``use_image=False`` ignores the HU for the boundary.
+    ``lung_labels`` (0 outside, 1 right lung, 2 left lung as from ``pipelines.lungmask``; a binary lung
+    mask sets the midline instead) gives the side; ``lobe_labels`` (1 RUL, 2 RML, 3 RLL, 4 LUL, 5 LLL)
+    gives the lobe. Without either, the side is from LPS x relative to the scanner isocentre. ``use_image=False`` ignores the HU for the boundary.
     Raises :class:`MeasureError` for an empty, full, non-binary or mis-shaped mask.
     """
     cfg = config or load_measurement_config()
@@ -655,36 +656,50 @@ def _crop_labels(arr, volume, pbox, pad_w, what: str) -> np.ndarray:
     return np.pad(arr[pbox], pad_w)
 
 
+def _shell_mode(lab: np.ndarray, m: np.ndarray, codes) -> int | None:
+    """Most common of ``codes`` in and around the lesion (masks from lung models often leave it out)."""
+    shell = ndimage.binary_dilation(m, structure=_CUBE, iterations=2)
+    vals = lab[shell]
+    vals = vals[np.isin(vals, list(codes))]
+    return int(np.bincount(vals.astype(np.int64)).argmax()) if vals.size else None
+
+
 def _location(volume, center_mm, m, pbox, pad_w, lung_labels, lobe_labels) -> tuple[Location, list[str]]:
+    """Side and lobe. Side: from lung labels 1 right / 2 left (pipelines.lungmask) around the lesion, else
+    from the lobe, else from the midline (middle of the lung mask's x extent, or LPS x = 0, the scanner
+    isocentre, without a lung mask); LPS +x is the patient's left. Lobe: lobe codes around the lesion."""
     warnings: list[str] = []
+    side = None
+    if lung_labels is not None:
+        lab = _crop_labels(lung_labels, volume, pbox, pad_w, "lung label map")
+        code = _shell_mode(lab, m, (1, 2))
+        if code is not None and np.any(np.asarray(lung_labels) == 2):  # a right/left labelled lung map
+            side = "right" if code == 1 else "left"
     lobe = None
     if lobe_labels is not None:
         lab = _crop_labels(lobe_labels, volume, pbox, pad_w, "lobe label map")
-        shell = ndimage.binary_dilation(m, structure=_CUBE, iterations=2)
-        vals = lab[shell]
-        vals = vals[np.isin(vals, list(LOBE_CODES))]
-        if vals.size:
-            code = int(np.bincount(vals.astype(np.int64)).argmax())
-            lobe = LOBE_CODES[code]
-        else:
+        code = _shell_mode(lab, m, LOBE_CODES)
+        if code is None:
             warnings.append("no lobe label touches the lesion; lobe unknown")
-    if lobe is not None:
-        return Location(side=LOBE_SIDE[lobe], lobe=lobe), warnings
-    midline_x = 0.0
-    if lung_labels is not None:
-        lung = np.asarray(lung_labels)
-        if lung.shape != volume.array.shape:
-            raise MeasureError(f"lung label map shape {lung.shape} differs from the image's {volume.array.shape}")
-        step = 4
-        kk, jj, ii = np.nonzero(lung[::step, ::step, ::step])
-        if kk.size:
-            pts = volume.voxel_to_mm(np.column_stack([ii, jj, kk]) * step)
-            midline_x = 0.5 * (float(pts[:, 0].min()) + float(pts[:, 0].max()))
         else:
-            warnings.append("lung mask is empty; side taken from the scanner isocentre (LPS x = 0)")
-    # LPS: +x points to the patient's left
-    side = "left" if center_mm[0] > midline_x else "right"
-    return Location(side=side, lobe=None), warnings
+            lobe = LOBE_CODES[code]
+            if side is not None and LOBE_SIDE[lobe] != side:
+                warnings.append(f"lobe {lobe} disagrees with the {side} lung label; lobe left unknown")
+                lobe = None
+    if side is None and lobe is not None:
+        side = LOBE_SIDE[lobe]
+    if side is None:
+        midline_x = 0.0
+        if lung_labels is not None:
+            step = 4
+            kk, jj, ii = np.nonzero(np.asarray(lung_labels)[::step, ::step, ::step])
+            if kk.size:
+                pts = volume.voxel_to_mm(np.column_stack([ii, jj, kk]) * step)
+                midline_x = 0.5 * (float(pts[:, 0].min()) + float(pts[:, 0].max()))
+            else:
+                warnings.append("lung mask is empty; side taken from the scanner isocentre (LPS x = 0)")
+        side = "left" if center_mm[0] > midline_x else "right"
+    return Location(side=side, lobe=lobe), warnings
 
 
 def _uncertainty(mean_mm: float, inplane: list[float], through: float, refined: bool,

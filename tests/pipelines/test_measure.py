@@ -194,10 +194,22 @@ def test_side_lobe_instance_number_and_centre():
     lobes[mask] = 0  # lobe masks usually leave the nodule out
     m2 = measure_mask(vol, mask, lobe_labels=lobes)
     assert m2.location.lobe == "RLL" and m2.location.side == "right"
-    # a lung mask whose midline lies right of the lesion puts it on the left
-    lungs = np.ones(vol.array.shape, dtype=bool)
-    m3 = measure_mask(vol, mask, lung_labels=lungs)
-    assert m3.location.side in ("left", "right")
+    # right/left lung labels (1 right, 2 left, as pipelines.lungmask gives) decide the side
+    lungs = np.where(mask, 0, 2).astype(np.uint8)
+    assert measure_mask(vol, mask, lung_labels=lungs).location.side == "left"
+    lungs[lungs == 2] = 1
+    lungs[0, 0, 0] = 2  # the map has a left lung, elsewhere
+    assert measure_mask(vol, mask, lung_labels=lungs).location.side == "right"
+    # a lobe that contradicts the lung label is dropped, with a warning
+    m4 = measure_mask(vol, mask, lung_labels=np.where(mask, 0, 2).astype(np.uint8), lobe_labels=lobes)
+    assert m4.location.side == "left" and m4.location.lobe is None and m4.warnings
+    # a binary lung mask sets the midline: lungs only at x below the lesion put it on the left
+    k, j, i = np.indices(vol.array.shape)
+    x = vol.voxel_to_mm(np.column_stack([i.ravel(), j.ravel(), k.ravel()]))[:, 0].reshape(vol.array.shape)
+    m5 = measure_mask(vol, mask, lung_labels=(x < shape.center_mm[0] - 3).astype(np.uint8))
+    assert m5.location.side == "left"
+    m6 = measure_mask(vol, mask, lung_labels=(x > shape.center_mm[0] + 3).astype(np.uint8))
+    assert m6.location.side == "right"
 
 
 def test_to_ai_finding_carries_the_contract_fields():
