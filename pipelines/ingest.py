@@ -326,7 +326,7 @@ def _load_dicom(root: Path, cfg: IngestConfig, series_uid: str | None, kind: str
             hint="raise limits.max_voxels in configs/ingest.yaml if the machine has the memory")
     stack, decode_warnings = decode_records(recs, cfg)
     t_decode = time.perf_counter()
-    asm = assemble(stack, plan, cfg.pixels.padding_fill_hu)
+    asm = assemble(stack, plan, cfg.pixels.padding_fill_hu, cfg.measurement_grade.max_gap_mm)
     t_asm = time.perf_counter()
 
     warnings = list(selected.warnings) + decode_warnings

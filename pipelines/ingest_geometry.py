@@ -160,6 +160,9 @@ def plan_stack(records: list[SliceRecord], cfg: IngestConfig) -> StackPlan:
                 raise GeometryError(msg + "; refused by configuration (geometry.non_uniform: refuse)",
                                     hint="set geometry.non_uniform: resample in configs/ingest.yaml")
             warnings.append(msg + f"; resampled to a regular {med:.2f} mm grid by linear interpolation")
+            if float(np.max(gaps)) > mg.max_gap_mm:
+                warnings.append(f"gap(s) wider than {mg.max_gap_mm:g} mm are not interpolated: "
+                                f"grid slices inside them hold {cfg.pixels.padding_fill_hu} HU (no data)")
             resample = True
             big = gaps[gaps > mg.max_gap_ratio * med]
             if big.size:
@@ -199,8 +202,13 @@ class Assembled:
     interpolated: list[bool]
 
 
-def assemble(stack: np.ndarray, plan: StackPlan, padding_fill: float) -> Assembled:
-    """Place decoded slices (in ``plan.records`` order) on the output grid, resampling if planned."""
+def assemble(stack: np.ndarray, plan: StackPlan, padding_fill: float,
+             max_interp_gap_mm: float = float("inf")) -> Assembled:
+    """Place decoded slices (in ``plan.records`` order) on the output grid, resampling if planned.
+
+    Grid slices inside a gap wider than ``max_interp_gap_mm`` are not invented by interpolation: they are
+    filled with ``padding_fill`` (and flagged in ``interpolated``).
+    """
     direction = np.stack([plan.row, plan.col, plan.normal], axis=1)
     sx, sy = plan.spacing_xy
     ipp0 = plan.records[0].ipp
@@ -233,7 +241,10 @@ def assemble(stack: np.ndarray, plan: StackPlan, padding_fill: float) -> Assembl
         a = b - 1
         w = float((zk - d[a]) / (d[b] - d[a]))
         w = min(max(w, 0.0), 1.0)
-        if w < 1e-4:
+        wide = float(d[b] - d[a]) > max_interp_gap_mm
+        if wide and 1e-4 <= w <= 1 - 1e-4:
+            out[k] = padding_fill
+        elif w < 1e-4:
             out[k] = shifted[a]
         elif w > 1 - 1e-4:
             out[k] = shifted[b]

@@ -383,3 +383,17 @@ def test_deflate_bomb_inside_dicom_is_not_inflated(tmp_path):
     assert (tmp_path / "bomb.dcm").stat().st_size < 1 << 20
     with pytest.raises(IngestError, match="bomb guard"):
         load_study(tmp_path / "bomb.dcm", limits=IngestLimits(max_file_bytes=8 << 20))
+
+
+def test_wide_gap_is_not_invented(tmp_path):
+    """Two slabs 20 mm apart in one series: the grid slices between them hold no-data, not interpolation."""
+    files = sorted(LIDC.glob("*.dcm"), key=lambda f: _ipp(f)[2])
+    for f in files[:4] + files[12:]:  # 8 slices missing: a 22.5 mm gap
+        shutil.copyfile(f, tmp_path / f.name)
+    res = load_study(tmp_path)
+    vol = res.volume
+    fill = default_ingest_config().pixels.padding_fill_hu
+    assert vol.array.shape[0] == 16 and not res.measurement_grade
+    inside = [k for k in range(16) if vol.metadata["interpolated"][k]]
+    assert len(inside) == 8 and all(np.all(vol.array[k] == fill) for k in inside)
+    assert any("not interpolated" in w for w in vol.warnings)
