@@ -254,18 +254,22 @@ def render_occupancy(shape: NoduleShape, origin: np.ndarray, spacing: np.ndarray
 # ---- placement ---------------------------------------------------------------------------------------------
 
 def place(anat: Anatomy, vessels: Segments, rng: np.random.Generator, placement: str, radius: float,
-          taken: list[tuple[np.ndarray, float]], side: int | None = None) -> tuple[np.ndarray, int] | None:
-    """A centre (LPS) for a nodule of ``radius`` mm with the requested relation to vessels and pleura."""
+          taken: list[tuple[np.ndarray, float]], side: int | None = None,
+          bounds: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, int] | None:
+    """A centre (LPS) for a nodule of ``radius`` mm with the requested relation to vessels and pleura, inside
+    the box ``bounds`` (the scanned field of view, shrunk by the nodule's size) when given."""
     from training.synthetic.vessels import sample_lung_points
 
     def free(c, r):
+        if bounds is not None and (np.any(c < bounds[0]) or np.any(c > bounds[1])):
+            return False
         return all(np.linalg.norm(c - c2) > r + r2 + 4.0 for c2, r2 in taken)
 
     sides = [side] if side else [int(rng.integers(1, 3))]
     sides.append(3 - sides[0])
     for sd in sides:
         if placement == "central":
-            cand = sample_lung_points(anat, rng, sd, 60, margin=radius + 6.0)
+            cand = sample_lung_points(anat, rng, sd, 80, margin=radius + 5.0, bounds=bounds)
             for c in cand:
                 dist, rv = vessels.distance(c)
                 if np.all(dist - rv > radius + 1.0) and free(c, radius):
@@ -275,7 +279,8 @@ def place(anat: Anatomy, vessels: Segments, rng: np.random.Generator, placement:
                     return c, sd
         elif placement == "juxtavascular":
             mid = 0.5 * (vessels.p0 + vessels.p1)
-            ok = np.where((vessels.r1 >= 0.9) & (vessels.r1 <= 4.0)
+            inb = np.ones(len(mid), bool) if bounds is None else np.all((mid > bounds[0]) & (mid < bounds[1]), axis=1)
+            ok = np.where((vessels.r1 >= 0.9) & (vessels.r1 <= 4.0) & inb
                           & (anat.lung_side_at(mid, radius + 4.0) == sd))[0]
             rng.shuffle(ok)
             for s in ok[:80]:
@@ -291,7 +296,7 @@ def place(anat: Anatomy, vessels: Segments, rng: np.random.Generator, placement:
                 if anat.lung_sd_at(c[None])[0] > radius + 2.0 and free(c, radius):
                     return c, sd
         elif placement == "juxtapleural":
-            starts = sample_lung_points(anat, rng, sd, 60, margin=radius + 8.0)
+            starts = sample_lung_points(anat, rng, sd, 80, margin=radius + 6.0, bounds=bounds)
             body = np.array([anat.bx, anat.by])
             for p in starts:
                 d = np.array([p[0] - body[0], (p[1] - body[1]) * 1.2, 0.0])

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
 import numpy as np
-from pydicom.uid import generate_uid
 
 from pipelines.types import Volume
 from training.synthetic import nodules as nod
@@ -36,7 +36,9 @@ class SynthStudy:
 
 
 def _uid(seed: int, what: str) -> str:
-    return generate_uid(prefix=None, entropy_srcs=[f"preread-synthetic/{seed}/{what}"])
+    """A deterministic UID under the 2.25 root (ISO/IEC 9834-8: a 128-bit integer), from the seed."""
+    digest = hashlib.sha256(f"preread-synthetic/{seed}/{what}".encode()).hexdigest()[:32]
+    return f"2.25.{int(digest, 16)}"
 
 
 def _weighted(rng: np.random.Generator, weights: dict[str, float]) -> str:
@@ -135,11 +137,15 @@ def make_study(seed: int, cfg: SynthConfig | None = None) -> SynthStudy:
     specs = _draw_nodule_specs(cfg, rng_nod, relation)
     placed = []
     taken: list[tuple[np.ndarray, float]] = []
+    fov_lo = origin + 0.0
+    fov_hi = origin + spacing * (np.array([ni, nj, nk]) - 1)
     for spec in specs:
         r = spec["diameter"] / 2.0
-        got = nod.place(anat, vessels, rng_nod, spec["placement"], r, taken, side=spec["side"])
+        pad = np.array([r + 2.0, r + 2.0, r + 0.5 * T])
+        bounds = (fov_lo + pad, fov_hi - pad)
+        got = nod.place(anat, vessels, rng_nod, spec["placement"], r, taken, side=spec["side"], bounds=bounds)
         if got is None and spec["placement"] != "central":
-            got = nod.place(anat, vessels, rng_nod, "central", r, taken, side=spec["side"])
+            got = nod.place(anat, vessels, rng_nod, "central", r, taken, side=spec["side"], bounds=bounds)
             if got is not None:
                 spec["placement"] = "central"
         if got is None:

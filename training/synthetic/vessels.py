@@ -50,12 +50,18 @@ class Segments:
         return np.linalg.norm(q - c, axis=1), self.r0 + t * (self.r1 - self.r0)
 
 
-def sample_lung_points(anat: Anatomy, rng: np.random.Generator, side: int, n: int, margin: float) -> np.ndarray:
-    """``n`` random LPS points inside lung ``side`` (1 right, 2 left), at least ``margin`` mm from its surface."""
+def sample_lung_points(anat: Anatomy, rng: np.random.Generator, side: int, n: int, margin: float,
+                       bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Up to ``n`` random LPS points inside lung ``side`` (1 right, 2 left), at least ``margin`` mm from its
+    surface, inside the box ``bounds`` (lo, hi) when given."""
     out = []
     got = 0
     lo = np.array([anat.bx - anat.a0, anat.by - anat.b0, anat.z0 - 5.0])
     hi = np.array([anat.bx + anat.a0, anat.by + anat.b0, anat.z0 + anat.H])
+    if bounds is not None:
+        lo, hi = np.maximum(lo, bounds[0]), np.minimum(hi, bounds[1])
+        if np.any(hi <= lo):
+            return np.zeros((0, 3))
     for _ in range(40):
         cand = rng.uniform(lo, hi, size=(max(4 * n, 2000), 3))
         keep = cand[anat.lung_side_at(cand, margin) == side]
@@ -63,8 +69,7 @@ def sample_lung_points(anat: Anatomy, rng: np.random.Generator, side: int, n: in
         got += len(keep)
         if got >= n:
             break
-    pts = np.concatenate(out)[:n]
-    return pts
+    return np.concatenate(out)[:n]
 
 
 def grow_tree(anat: Anatomy, rng: np.random.Generator, start: np.ndarray, hilum: np.ndarray,
