@@ -95,7 +95,7 @@ class Shape:
         polys = [np.column_stack([xs[0] + c[:, 0] * h, ys[0] + c[:, 1] * h]) for c in find_contours(F, 0.0)]
         if long_only:
             return farthest_pair(np.concatenate(polys))[0], None, None
-        ax = planar_axes(polys, 0.02)
+        ax = planar_axes(polys, 0.05)
         if ax is None:
             return None
         return ax.long_mm, ax.short_mm, sum(polygon_area(p) for p in polys)

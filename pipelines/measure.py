@@ -77,6 +77,7 @@ class GeometryConfig(_Cfg):
     chord_step_fraction: float = Field(gt=0, le=1)
     axis_parallel_cos: float = Field(gt=0.9, le=1)
     binary_smoothing_px: float = Field(ge=0, le=2)
+    binary_smoothing_margin: float = Field(ge=0, lt=0.5)
 
 
 class MeasurementConfig(_Cfg):
@@ -405,7 +406,7 @@ def _measure_box(volume, binary, box, cfg: MeasurementConfig, plane: Plane, lung
     mean_mm = 0.5 * (long_mm + short_mm)
 
     # maximum 3-D diameter from the 0.5 iso-surface
-    soft3d = soft if refined else ndimage.gaussian_filter(soft, geo.binary_smoothing_px)
+    soft3d = soft if refined else _smooth_keeping_mask(soft, geo.binary_smoothing_px, geo.binary_smoothing_margin)
     max3d = _max_3d_diameter(soft3d, crop_kji_to_mm)
     max3d = max(max3d, long_mm)
 
@@ -551,17 +552,26 @@ def _section_polygons(slice2d: np.ndarray, s: int, to_mm, e1: np.ndarray, e2: np
     return polys2d
 
 
+def _smooth_keeping_mask(binary_map: np.ndarray, sigma, margin: float) -> np.ndarray:
+    """Gaussian-smoothed binary map, clamped so mask voxels stay >= 0.5 + margin and others <= 0.5 - margin:
+    the staircase goes, thin parts (one voxel wide) stay, and the boundary moves by under half a voxel."""
+    m = binary_map >= 0.5
+    g = ndimage.gaussian_filter(binary_map.astype(np.float32), sigma=sigma)
+    return np.where(m, np.maximum(g, 0.5 + margin), np.minimum(g, 0.5 - margin)).astype(np.float32)
+
+
 def _largest_section(soft, volume, offset_ijk, plane: Plane, geo: GeometryConfig, smooth: bool):
     """Long/short axis on the section with the greatest long axis (ties: the larger area).
 
     ``smooth``: the map is a binary mask; smooth it in-plane (Gaussian, ``binary_smoothing_px`` of the
-    native pixel) before contouring, which removes the staircase that biases the caliper upward.
+    native pixel, clamped to the mask) before contouring, which removes the staircase that biases the
+    caliper upward.
     """
     stack, to_mm, native_axis, through, inplane = _plane_stack(soft, volume, offset_ijk, plane, geo)
     if smooth and geo.binary_smoothing_px > 0:
         native_px = inplane if native_axis is not None else [float(np.mean(volume.spacing_mm[:2]))] * 2
         sig = [geo.binary_smoothing_px * n / p for n, p in zip(native_px, inplane)]
-        stack = ndimage.gaussian_filter(stack.astype(np.float32), sigma=(0.0, sig[0], sig[1]))
+        stack = _smooth_keeping_mask(stack, (0.0, sig[0], sig[1]), geo.binary_smoothing_margin)
     # orthonormal in-plane basis from the stack's column and row directions
     o = to_mm(np.zeros(3))
     e1 = to_mm(np.array([0.0, 0.0, 1.0])) - o
@@ -702,13 +712,28 @@ def _location(volume, center_mm, m, pbox, pad_w, lung_labels, lobe_labels) -> tu
     return Location(side=side, lobe=lobe), warnings
 
 
+def slab_loss_rms_mm(mean_mm: float, slab_mm: float, samples: int = 64) -> float:
+    """RMS shortfall (mm) of a diameter read on the best slice of thickness ``slab_mm`` (slices contiguous).
+
+    Model: a sphere of radius R = mean/2; the best slice is centred at an offset d from its largest
+    section, d uniform in [-h, h], h = slab/2; a point of the section is in the mask when at least half
+    of the slab's thickness through it is lesion (partial volume, threshold 0.5), which holds for radius
+    rho <= sqrt(R^2 - s^2) with s = max(h/2, |d|). Shortfall 2 (R - rho), or 2 R if the slice misses it.
+    """
+    r = max(mean_mm / 2.0, 1e-6)
+    h = slab_mm / 2.0
+    d = (np.arange(samples) + 0.5) / samples * h
+    s = np.maximum(h / 2.0, d)
+    rho = np.sqrt(np.clip(r * r - s * s, 0.0, None))
+    loss = 2.0 * (r - rho)
+    return float(np.sqrt(np.mean(loss ** 2)))
+
+
 def _uncertainty(mean_mm: float, inplane: list[float], through: float, refined: bool,
                  uc: UncertaintyConfig) -> float:
     """Uncertainty (mm) of the mean diameter: see ``uncertainty`` in configs/measurement.yaml."""
     pix = float(np.mean(inplane))
     factor = uc.boundary_factor_refined if refined else uc.boundary_factor_binary
     u_boundary = factor * pix
-    r = max(mean_mm / 2.0, 1e-6)
-    h = through / 2.0
-    u_slice = min(h * h / (math.sqrt(5.0) * r), r)
+    u_slice = slab_loss_rms_mm(mean_mm, through)
     return float(uc.coverage_k * math.hypot(u_boundary, u_slice))
