@@ -332,12 +332,13 @@ def make_report(rng: np.random.Generator, nodules: list[dict], *, relation: str,
             b.add("Mild centrilobular emphysema. ")
         b.add("The central airways are patent. ")
         if rel == "negative":
-            s = b.add(["No pulmonary nodules. ", "No suspicious pulmonary nodules or masses are identified. ",
-                       "The lungs are clear without focal nodule or mass. ", "No noncalcified pulmonary nodules. "]
-                      [int(rng.integers(4))])
+            neg = ["No pulmonary nodules.", "No suspicious pulmonary nodules or masses are identified.",
+                   "The lungs are clear without focal nodule or mass.", "No noncalcified pulmonary nodules."][
+                int(rng.integers(4))]
+            s = b.add(neg + " ")
             for rec in per_nodule:
-                rec["span"] = list(s)
-                rec["text"] = b.parts[-1].strip()
+                rec["span"] = [s[0], s[0] + len(neg)]
+                rec["text"] = neg
         elif not mentions:
             if nodules:  # missed with a single nodule: silent about nodules
                 b.add(["Mild dependent atelectasis. No consolidation. ", "No consolidation or effusion. "]
