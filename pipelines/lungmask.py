@@ -273,46 +273,36 @@ def _lung_candidates(hu, body, cfg, g, warnings) -> np.ndarray:
 
 def _airways(hu, lung, body, cfg, g, warnings) -> np.ndarray:
     """Trachea and main bronchi on the coarse grid (boolean)."""
-    K = hu.shape[0]
     ij_area = g.sp_kji[1] * g.sp_kji[2]
     a_min, a_max = cfg.trachea_area_mm2
-    # superior direction along k: LPS +z
-    kz = g.volume.direction[2, 2]
-    order = range(K - 1, -1, -1) if kz >= 0 else range(K)
+    kz = g.volume.direction[2, 2]  # superior along k when > 0 (LPS +z is superior)
     airway2d = np.zeros_like(lung)
-    seed_slices: list[tuple[int, np.ndarray, np.ndarray]] = []
-    for k in order:
-        sl = lung[k]
-        if not sl.any():
-            continue
-        bj, bi = np.nonzero(body[k])
-        if len(bi) == 0:
-            continue
-        cx_mm = g.to_mm(np.array([k, bj.mean(), bi.mean()]))[0]
-        lab, n = ndi.label(sl, structure=np.ones((3, 3), bool))
-        if n == 0:
-            continue
+    seed = np.zeros_like(lung)
+    # every axial cross-section of the lung candidates at once (in-plane 8-connectivity)
+    lab, n = ndi.label(lung, structure=_PLANE8)
+    if n:
         idx = np.arange(1, n + 1)
-        area = ndi.sum_labels(np.ones_like(sl, float), lab, idx) * ij_area
-        cj = ndi.mean(np.indices(sl.shape)[0], lab, idx)
-        ci = ndi.mean(np.indices(sl.shape)[1], lab, idx)
-        mean_hu = ndi.mean(hu[k], lab, idx)
-        for n_, a, j_, i_, h in zip(idx, area, cj, ci, mean_hu):
-            if a > a_max or h > cfg.airway_hu:
-                continue
-            x_mm = g.to_mm(np.array([k, j_, i_]))[0]
-            if abs(x_mm - cx_mm) > cfg.trachea_max_offset_mm:
-                continue
-            comp = lab == n_
-            airway2d[k] |= comp
-            if a >= a_min:
-                seed_slices.append((k, comp, np.array([j_, i_])))
+        area = np.bincount(lab.ravel(), minlength=n + 1)[1:] * ij_area
+        com = np.asarray(ndi.center_of_mass(lung, lab, idx), dtype=float).reshape(-1, 3)  # (k, j, i)
+        mean_hu = np.asarray(ndi.mean(hu, lab, idx))
+        # the body's centre per slice
+        cnt = np.maximum(body.sum(axis=(1, 2)), 1)
+        bj = (body.sum(axis=2) * np.arange(body.shape[1])).sum(axis=1) / cnt
+        bi = (body.sum(axis=1) * np.arange(body.shape[2])).sum(axis=1) / cnt
+        ks = np.round(com[:, 0]).astype(int)
+        x_comp = g.to_mm(com)[:, 0]
+        x_body = g.to_mm(np.stack([ks, bj[ks], bi[ks]], axis=1))[:, 0]
+        sel = (area <= a_max) & (mean_hu <= cfg.airway_hu) & (np.abs(x_comp - x_body) <= cfg.trachea_max_offset_mm)
+        keep = np.zeros(n + 1, bool)
+        keep[1:] = sel
+        airway2d = keep[lab]
+        seeds = np.nonzero(sel & (area >= a_min))[0]
+        if len(seeds):
+            # the most superior isolated airway cross-section seeds the tree
+            top = seeds[np.argmax(ks[seeds] if kz >= 0 else -ks[seeds])]
+            seed = lab == (top + 1)
     tree = np.zeros_like(lung)
-    if seed_slices:
-        # the most superior isolated airway cross-section seeds the tree
-        k0, comp0, _ = seed_slices[0]
-        seed = np.zeros_like(lung)
-        seed[k0] = comp0
+    if seed.any():
         sm = ndi.gaussian_filter(hu, sigma=0.5)
         max_vox = cfg.max_airway_ml / g.voxel_ml()
         thr = cfg.airway_hu
@@ -438,32 +428,28 @@ def _lateral_hull_fill(m: np.ndarray, sl, side: int, cfg: LungMaskConfig, g: _Gr
     too wide for the closing (not the liver or spleen dome under a basal crescent)."""
     from skimage.morphology import convex_hull_image
 
-    out = np.zeros_like(m)
     xs = _x_mm_grid(g.shape, g)[sl]
     lateral = -1.0 if side == RIGHT else 1.0  # patient's right is LPS -x
-    for k in range(m.shape[0]):
-        mk = m[k]
-        if mk.sum() < 10:
-            continue
-        add = convex_hull_image(mk) & ~mk
-        if not add.any():
-            continue
-        lab, n = ndi.label(add)
-        if n == 0:
-            continue
-        cx_lung = xs[k][mk].mean()
-        idx = np.arange(1, n + 1)
-        cx_add = ndi.mean(xs[k], lab, idx)
-        depth = ndi.distance_transform_edt(add, sampling=g.sp_kji[1:])
-        max_depth = ndi.maximum(depth, lab, idx)
-        keep = np.zeros(n + 1, bool)
-        area = ndi.sum_labels(np.ones_like(depth), lab, idx)
-        keep[1:] = ((cx_add - cx_lung) * lateral > 0) & (max_depth <= cfg.pleural_hull_depth_mm) \
-            & (max_depth >= cfg.pleural_hull_min_depth_mm) \
-            & (area <= cfg.pleural_hull_max_area_fraction * mk.sum()) \
-            & (max_depth ** 2 >= cfg.pleural_hull_min_compactness * area * g.sp_kji[1] * g.sp_kji[2])
-        out[k] = keep[lab]
-    return out
+    add = np.zeros_like(m)
+    area_k = m.sum(axis=(1, 2))
+    for k in np.nonzero(area_k >= 10)[0]:
+        add[k] = convex_hull_image(m[k]) & ~m[k]
+    lab, n = ndi.label(add, structure=_PLANE8)  # each component lies in one slice
+    if n == 0:
+        return add
+    idx = np.arange(1, n + 1)
+    k_of = np.asarray(ndi.minimum(np.broadcast_to(np.arange(m.shape[0])[:, None, None], m.shape), lab, idx), int)
+    cx_lung = (m * xs).sum(axis=(1, 2)) / np.maximum(area_k, 1)
+    cx_add = np.asarray(ndi.mean(xs, lab, idx))
+    depth = ndi.distance_transform_edt(add, sampling=(1e4 * max(g.sp_kji), g.sp_kji[1], g.sp_kji[2]))
+    max_depth = np.asarray(ndi.maximum(depth, lab, idx))
+    area = np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(float)
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = ((cx_add - cx_lung[k_of]) * lateral > 0) & (max_depth <= cfg.pleural_hull_depth_mm) \
+        & (max_depth >= cfg.pleural_hull_min_depth_mm) \
+        & (area <= cfg.pleural_hull_max_area_fraction * area_k[k_of]) \
+        & (max_depth ** 2 >= cfg.pleural_hull_min_compactness * area * g.sp_kji[1] * g.sp_kji[2])
+    return keep[lab]
 
 
 def _approx_lobes(labels: np.ndarray, g: _Grid, cfg: LobeConfig, warnings) -> np.ndarray | None:
