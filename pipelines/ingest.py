@@ -269,7 +269,7 @@ def _image_series_info(vol: Volume, kind: str) -> SeriesInfo:
     iop = np.concatenate([d[:, 0], d[:, 1]])
     cfg = default_ingest_config()
     return SeriesInfo(
-        series_uid="", study_uid=None, frame_of_reference_uid=None, series_number=None, modality="CT",
+        series_uid=None, study_uid=None, frame_of_reference_uid=None, series_number=None, modality="CT",
         description=f"{kind} volume", kernel=None, lung_kernel=False, rows=j, cols=i, images=k, slices=k,
         spacing_mm=list(vol.spacing_mm), slice_thickness_mm=None, orientation=np.round(iop, 6).tolist(),
         orientation_label=orientation_label(iop, cfg), transfer_syntax="", transfer_syntax_name=kind,

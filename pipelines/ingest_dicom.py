@@ -311,8 +311,9 @@ def scan_file(path: Path, root: Path, cfg: IngestConfig) -> list[SliceRecord] | 
             pos = f.tell()
             ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
             if not ts:
-                ts = "1.2.840.10008.1.2.1" if not ds.is_implicit_VR else "1.2.840.10008.1.2"
-                if ds.is_little_endian is False:
+                implicit, little = getattr(ds, "original_encoding", (None, None))
+                ts = "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1"
+                if little is False:
                     ts = NATIVE_BE
             pixel_tag, pixel_offset = None, None
             if ts == DEFLATED:

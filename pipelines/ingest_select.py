@@ -29,7 +29,7 @@ from pipelines.ingest_config import IngestConfig
 class SeriesInfo:
     """One series found in the input, with why it was or was not selected."""
 
-    series_uid: str
+    series_uid: str | None  # None only for NIfTI/NRRD/MHA input
     study_uid: str | None
     frame_of_reference_uid: str | None
     series_number: int | None
@@ -110,7 +110,7 @@ def _key(s: SeriesInfo, cfg: IngestConfig) -> tuple:
         0 if s.measurement_grade else 1,
         -s.slices,
         s.series_number if s.series_number is not None else 1 << 30,
-        s.series_uid,
+        s.series_uid or "",
     )
 
 

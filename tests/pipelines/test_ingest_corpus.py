@@ -75,8 +75,7 @@ def test_cli_subprocess_contract(shared_data):
                         text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["selected"]["spacing_mm"][2] == pytest.approx(1.25)
-    for bad in (_ts_file(shared_data, "1.2.840.10008.1.2.4.53"), shared_data / "dicom" / "pydicom-testfiles" / "rtplan.dcm",
-                shared_data / "dicom" / "transfer-syntaxes" / "createAllTransferSyntaxes.sh"):
+    for bad in (_ts_file(shared_data, "1.2.840.10008.1.2.4.53"),):  # the rest of the corpus runs in-process
         proc = subprocess.run(cmd + [str(bad), "--json", "-"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, (bad, proc.stderr)
         assert proc.stderr.startswith("error: IngestError") and proc.stderr.count("\n") == 1
