@@ -296,6 +296,11 @@ def compare(
           and a.confidence >= cfg.policy.min_ai_confidence and a.mean_diameter_mm and a.mean_diameter_mm > 0]
     report_all = _relevant_report(report_findings, cfg.policy.report_nodule_kinds)
     positive = [r for r in report_all if not r.negated]
+    # "... and 2 additional nodules as described": no size, no place, no image - a restatement of findings
+    # already listed, which would otherwise take an AI finding from the finding it restates
+    informative = [r for r in positive if not _uninformative(r)]
+    if informative:
+        positive = informative
     # "no pulmonary nodules" (negation scope all); "no new nodules" (scope new) says nothing about older ones
     negative_report = not positive and any(r.negated and getattr(r, "negation_scope", "all") != "new"
                                            for r in report_all)
@@ -387,6 +392,12 @@ def compare(
 
     ai_study = max(ai_cats, key=lambda c: c.rank, default=g.no_nodule_category())
     return _finish(cfg, flags, matches, g, report_study, ai_study, notes, waited_s, ai_available=True)
+
+
+def _uninformative(rf: ReportFinding) -> bool:
+    """A report nodule with no size, no side or lobe and no image reference."""
+    return (report_mean_diameter(rf) is None and finding_side(rf.location) is None
+            and (rf.image_ref is None or rf.image_ref.image is None))
 
 
 def _report_solid(rf: ReportFinding, report_mean: float, partner: AIFinding | None) -> float | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -321,11 +322,17 @@ def load_guideline(name_or_path: str | Path) -> Guideline:
     raise ConfigError(f"unknown guideline {key!r}", hint=f"use one of {sorted(GUIDELINE_FILES)} or a YAML path")
 
 
+_LUNG_RADS_WORDS = re.compile(r"lung[- ]?rads", re.IGNORECASE)
+_LUNG_RADS_CODE = re.compile(r"^\s*(?:lung[- ]?rads\s*(?:category\s*)?)?(?:[0-3]|4[ABX])S?\s*$", re.IGNORECASE)
+
+
 def _is_screening(context: ReportContext) -> bool:
+    """Screening context, or a report that states a Lung-RADS category ("4A", "Lung-RADS 3")."""
     if context.screening:
         return True
-    stated = (context.stated_category or "") + " " + (context.recommendation or "")
-    return "lung-rads" in stated.lower() or "lungrads" in stated.lower() or "lung rads" in stated.lower()
+    stated = context.stated_category or ""
+    return bool(_LUNG_RADS_CODE.match(stated) or _LUNG_RADS_WORDS.search(stated)
+                or _LUNG_RADS_WORDS.search(context.recommendation or ""))
 
 
 def select_guideline(

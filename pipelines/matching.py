@@ -6,7 +6,8 @@ The cost of pairing AI finding *a* with report finding *r* is, in mm-equivalents
 * side: right vs left, both known → the pair is forbidden (gate);
 * lobe: same side, different lobe, both known → ``lobe_mismatch_cost_mm``;
 * size: ``size_cost_per_mm`` × |mean diameter difference|; sizes more than ``max_size_ratio`` times and
-  ``min_size_gap_mm`` apart are forbidden;
+  ``min_size_gap_mm`` apart are forbidden, unless the report's image lies within ``image_agree_mm`` of the
+  AI finding's slice (a grossly undersized report still names the right image);
 * image: ``image_cost_per_mm`` × the through-plane offset between the report's referenced image and the
   AI finding's InstanceNumber (image difference × slice spacing);
 * composition: ``composition_mismatch_cost_mm`` (``calcified_mismatch_cost_mm`` when one side is calcified).
@@ -61,6 +62,7 @@ class MatchingConfig(BaseModel):
     size_cost_per_mm: float = Field(ge=0)
     max_size_ratio: float = Field(gt=1)
     min_size_gap_mm: float = Field(ge=0)
+    image_agree_mm: float = Field(ge=0)
     default_mm_per_image: float = Field(gt=0)
 
 
@@ -157,18 +159,22 @@ def pair_cost(a: AIFinding, r: ReportFinding, cfg: MatchingConfig, mm_per_image:
         cost += cfg.lobe_mismatch_cost_mm
 
     terms: list[float] = []
+    dz = None
+    image = getattr(r.image_ref, "image", None) if r.image_ref is not None else None
+    if image is not None and a.instance_number is not None:
+        dz = abs(int(image) - int(a.instance_number)) * mm_per_image
     d_r = report_mean_diameter(r)
     if d_r is not None:
         d_a = float(a.mean_diameter_mm)
         gap = abs(d_a - d_r)
         ratio = max(d_a, d_r) / max(min(d_a, d_r), 1e-6)
-        if ratio > cfg.max_size_ratio and gap > cfg.min_size_gap_mm:
+        # sizes far apart are a different nodule, unless the report points at the AI's slice
+        image_agrees = dz is not None and dz <= cfg.image_agree_mm
+        if ratio > cfg.max_size_ratio and gap > cfg.min_size_gap_mm and not image_agrees:
             return math.inf, None
         cost += cfg.size_cost_per_mm * gap
         terms.append(gap)
-    image = getattr(r.image_ref, "image", None) if r.image_ref is not None else None
-    if image is not None and a.instance_number is not None:
-        dz = abs(int(image) - int(a.instance_number)) * mm_per_image
+    if dz is not None:
         cost += cfg.image_cost_per_mm * dz
         terms.append(dz)
 

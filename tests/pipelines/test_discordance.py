@@ -237,6 +237,25 @@ def test_report_count_takes_several_ai_findings():
     assert cmp.verdict == "concordant"
 
 
+def test_grossly_undersized_report_still_matches_by_its_image():
+    # report: 3 mm RUL ground-glass nodule on image 45; AI: a 24 mm one on image 45 and a 10 mm one on image 34.
+    # Sizes 8x apart would be gated, but the image reference says it is the same nodule.
+    cfg = load_discordance_config().matching
+    ais = [ai("big", d=24.3, comp="ground-glass", inst=45), ai("small", d=10.0, inst=34)]
+    reports = [rep("x", sizes=(3,), comp="ground-glass", image=45), rep("y", sizes=(12, 8))]
+    m = match_findings(ais, reports, cfg, slice_spacing_mm=2.5)
+    assert {(p.ai, p.report) for p in m.pairs} == {("big", "x"), ("small", "y")}
+
+
+def test_restating_finding_without_size_or_place_is_not_matched():
+    # "... and 1 additional nodule as described" in the impression: nothing to compare, takes no AI finding
+    cmp = compare([ai("a", d=21, lobe="RUL"), ai("b", d=22, comp="ground-glass", lobe="LUL", side="left")],
+                  [rep("x", sizes=(22,), comp="ground-glass", lobe="LUL", side="left"),
+                   rep("y", sizes=(), lobe=None, side=None, text="1 additional nodule as described")], SCREENING)
+    assert all(m.report != "y" for m in cmp.matches)
+    assert types(cmp) == [("missed_finding", "major")]  # the unreported 21 mm solid nodule (4B vs the GGO's 2)
+
+
 def test_matching_keeps_unmatched_rows_and_distance():
     cmp = compare([ai("a", d=7.4)], [rep("x", sizes=(5,))], INCIDENTAL)
     assert cmp.matches[0].distance_mm == pytest.approx(2.4)

@@ -179,6 +179,8 @@ def test_unknown_composition_lists_allowed(fl):
 def test_select_guideline():
     assert select_guideline(ReportContext(screening=True)).name == "lung_rads_2022"
     assert select_guideline(ReportContext(stated_category="Lung-RADS 3")).name == "lung_rads_2022"
+    assert select_guideline(ReportContext(stated_category="4B")).name == "lung_rads_2022"
+    assert select_guideline(ReportContext(stated_category="fleischner:solid:6-8")).name == "fleischner_2017"
     assert select_guideline(ReportContext()).name == "fleischner_2017"
     for kwargs in ({"patient_age": 30}, {"known_cancer": True}, {"immunocompromised": True}):
         with pytest.raises(GuidelineError, match="does not apply|applies to"):
