@@ -114,14 +114,13 @@ def training_seeds(config: str = "nodule-unet-s") -> set[int]:
 def evaluate_synthetic(seeds: list[int], *, preset: str = "fast", model: str | None = None, backend: str = "torch",
                        device: torch.device | None = None, min_diameter_mm: float = 5.0,
                        dice_min_diameter_mm: float = 6.0, train_config: str = "nodule-unet-s",
-                       lungs: str = "truth") -> dict[str, Any]:
+                       lungs: str = "truth", cache_dir: Path | str | None = None) -> dict[str, Any]:
     """FROC/CPM, Dice and diameter error on synthetic studies drawn from ``seeds`` (none used in training).
 
     ``lungs``: ``truth`` (the generator's lung labels: the model alone) or ``segment``
     (``pipelines.lungmask.segment_lungs``: the whole pipeline).
     """
     from pipelines.measure import measure_mask
-    from training.synthetic import SynthConfig, make_study
 
     used = training_seeds(train_config) & set(seeds)
     if used:
@@ -130,7 +129,7 @@ def evaluate_synthetic(seeds: list[int], *, preset: str = "fast", model: str | N
     per_nodule: list[dict] = []
     times: list[float] = []
     for seed in seeds:
-        study = make_study(int(seed), SynthConfig.preset(preset))
+        study = _synthetic_study(int(seed), preset, cache_dir)
         vol = study.volume
         if lungs == "segment":
             from pipelines.lungmask import segment_lungs
@@ -186,6 +185,35 @@ def evaluate_synthetic(seeds: list[int], *, preset: str = "fast", model: str | N
         "seconds_per_scan_mean": float(np.mean(times)) if times else None,
         "nodules": per_nodule,
     }
+
+
+@dataclass
+class _Study:
+    volume: Volume
+    labels: np.ndarray
+    lung_labels: np.ndarray
+    truth: dict
+
+
+def _synthetic_study(seed: int, preset: str, cache_dir: Path | str | None) -> _Study:
+    """A synthetic study (volume, nodule labels, lung labels, truth), kept as .npz in ``cache_dir`` when given."""
+    import json
+
+    from training.synthetic import SynthConfig, make_study
+
+    p = Path(cache_dir) / f"eval-{preset}-{seed}.npz" if cache_dir else None
+    if p is not None and p.is_file():
+        z = np.load(p)
+        vol = Volume(array=z["hu"], spacing_mm=tuple(z["spacing"]), origin_mm=tuple(z["origin"]), direction=z["direction"])
+        return _Study(vol, z["labels"], z["lung"], json.loads(str(z["truth"])))
+    s = make_study(seed, SynthConfig.preset(preset))
+    out = _Study(s.volume, np.asarray(s.labels), np.asarray(s.lung_labels), {"nodules": s.truth["nodules"]})
+    if p is not None:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(p, hu=s.volume.array, spacing=np.asarray(s.volume.spacing_mm), origin=np.asarray(s.volume.origin_mm),
+                 direction=s.volume.direction, labels=out.labels, lung=out.lung_labels,
+                 truth=json.dumps({"nodules": s.truth["nodules"]}))
+    return out
 
 
 def _label_of(nod: dict, n: int) -> int:

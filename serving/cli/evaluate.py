@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
         preset: str = typer.Option("fast", "--preset", help="Synthetic preset (fast | full | clinical)."),
         lungs: str = typer.Option("truth", "--lungs", help="Synthetic lung mask: truth | segment."),
         real: bool = typer.Option(True, "--real/--no-real", help="Also run on ../shared/data/ct when present."),
+        cache: str = typer.Option(None, "--cache", help="Keep generated held-out studies here as .npz."),
         json_path: str = typer.Option("-", "--json", help="Write the results JSON here ('-' = stdout)."),
     ) -> None:
         """Evaluate the nodule model; prints a short summary on stderr and the full results as JSON."""
@@ -30,7 +31,7 @@ def register(app: typer.Typer) -> None:
         out: dict = {}
         if synthetic > 0:
             out["synthetic"] = evaluate_synthetic(list(range(seed0, seed0 + synthetic)), preset=preset, model=model,
-                                                  backend=backend, device=dev, lungs=lungs)
+                                                  backend=backend, device=dev, lungs=lungs, cache_dir=cache)
         ct = SHARED_DATA_DIR / "ct"
         if real and ct.is_dir():
             out["real"] = evaluate_real(ct, model=model, backend=backend, device=dev)

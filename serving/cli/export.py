@@ -12,7 +12,7 @@ from serving.cli._common import write_json
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_cmd(
-        fmt: str = typer.Option("onnx", "--format", help="onnx | torchscript"),
+        fmt: str = typer.Option("onnx", "--format", help="onnx | torchscript | bundle"),
         model: str = typer.Option(None, "--model", help="Model card name (default: the card marked default)."),
         out: str = typer.Option(None, "--out", help="Output file (default: the card's onnx/torchscript file)."),
         json_path: str = typer.Option("-", "--json", help="Write {path, sha256} here ('-' = stdout)."),
@@ -24,10 +24,17 @@ def register(app: typer.Typer) -> None:
         from models.registry import REPO_ROOT, load_spec
         from pipelines.errors import ConfigError, ModelError
 
-        if fmt not in FORMATS:
-            raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        if fmt not in FORMATS + ("bundle",):
+            raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS + ('bundle',))}")
         try:
             spec = load_spec(model)
+            if fmt == "bundle":
+                from models.bundle import write_bundle
+
+                folder = Path(out) if out else REPO_ROOT / (spec.bundle or f"models/bundles/{spec.name}")
+                write_bundle(spec, folder)
+                write_json({"model": spec.name, "format": fmt, "path": str(folder)}, json_path)
+                return
             net = load_network(spec)
             target = spec.onnx if fmt == "onnx" else spec.torchscript
             if out:

@@ -115,3 +115,16 @@ def test_bundle_missing_weights_is_clear(tmp_path):
     (tmp_path / "b" / "models" / "model.pt").unlink()
     with pytest.raises(ModelError, match="lacks models/model.pt"):
         BundleBackend(tmp_path / "b", CPU)
+
+
+def test_model_card_written_as_bundle_predicts_like_torch(tiny_card, tmp_path):
+    from models.bundle import write_bundle
+
+    spec = load_spec(str(tiny_card))
+    folder = write_bundle(spec, tmp_path / "bundle")
+    be = create_backend(spec, "bundle", CPU, bundle_dir=folder)
+    x = torch.rand(1, 1, 16, 16, 16)
+    assert be.name == "bundle"
+    assert torch.allclose(be(x), TorchBackend(load_network(spec), CPU)(x), atol=1e-6)
+    meta = json.loads((folder / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["inputs"]["image"]["hu_window"] == [-1000, 400]
