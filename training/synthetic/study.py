@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class SynthStudy:
     report: str
     seed: int
     config: SynthConfig
+    timings_s: dict = field(default_factory=dict)  # wall time per stage (not part of the truth)
 
 
 def _uid(seed: int, what: str) -> str:
@@ -94,6 +96,14 @@ def make_study(seed: int, cfg: SynthConfig | None = None) -> SynthStudy:
     rg = [np.random.default_rng(s) for s in ss.spawn(8)]
     rng_geo, rng_anat, rng_tree, rng_nod, rng_tex, rng_noise, rng_rep, rng_shape = rg
 
+    timings: dict[str, float] = {}
+    t_last = [time.perf_counter()]
+
+    def _tick(name: str) -> None:
+        now = time.perf_counter()
+        timings[name] = round(now - t_last[0], 4)
+        t_last[0] = now
+
     # ---- acquisition
     screening = bool(rng_rep.random() < tables.report.screening_probability) if cfg.screening is None \
         else cfg.screening
@@ -130,9 +140,11 @@ def make_study(seed: int, cfg: SynthConfig | None = None) -> SynthStudy:
     spacing = np.array([px, px, T])
     shape_kji = (nk, nj, ni)
 
+    _tick("setup")
     # ---- trees
     vessels, lumens, walls = build_trees(anat, rng_tree, cfg.vessel_points_per_tree)
 
+    _tick("trees")
     # ---- nodules: draw, place, shape
     specs = _draw_nodule_specs(cfg, rng_nod, relation)
     placed = []
@@ -159,6 +171,7 @@ def make_study(seed: int, cfg: SynthConfig | None = None) -> SynthStudy:
         taken.append((c, shp.extent()))
         placed.append((spec, shp, side))
 
+    _tick("placement")
     # ---- render anatomy slice by slice
     ys = origin[1] + px * np.arange(nj)
     xs = origin[0] + px * np.arange(ni)
@@ -202,6 +215,7 @@ def make_study(seed: int, cfg: SynthConfig | None = None) -> SynthStudy:
         vol[k] = img
     del vess, lum, wal
 
+    _tick("anatomy_and_vessels")
     # ---- nodules into the volume
     labels = np.zeros(shape_kji, np.int16)
     s_z = int(np.clip(np.ceil(T / (px * 0.5)), 3, 10))
@@ -250,6 +264,7 @@ def make_study(seed: int, cfg: SynthConfig | None = None) -> SynthStudy:
             "hu": round(float(val), 1),
         })
 
+    _tick("nodules_and_truth")
     # ---- scanner: kernel blur/sharpening, noise, quantisation
     apply_kernel(vol, px, kernel)
     sigma = noise_sigma(kernel, ctdi, T, anat.a0)
@@ -263,6 +278,7 @@ def make_study(seed: int, cfg: SynthConfig | None = None) -> SynthStudy:
         out[k] = sl
     del vol
 
+    _tick("scanner")
     # ---- geometry, UIDs, truth
     instance_numbers = [nk - k for k in range(nk)]  # head first: instance 1 is the most superior slice
     study_uid, series_uid = _uid(seed, "study"), _uid(seed, "series")
@@ -294,5 +310,7 @@ def make_study(seed: int, cfg: SynthConfig | None = None) -> SynthStudy:
         "lobe_codes": LOBES, "lung_codes": {"1": "right", "2": "left"},
         "compositions": list(COMPOSITIONS),
     }
-    return SynthStudy(volume=volume, labels=labels, lung_labels=lung_lab, lobe_labels=lobe_lab,
+    _tick("report")
+    timings["total"] = round(sum(timings.values()), 4)
+    return SynthStudy(volume=volume, labels=labels, lung_labels=lung_lab, lobe_labels=lobe_lab, timings_s=timings,
                       truth=truth, report=report_text, seed=seed, config=cfg)
