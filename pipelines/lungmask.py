@@ -155,8 +155,19 @@ def _block_mean(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
     pads = [(0, (-n) % s) for n, s in zip(a.shape, f)]
     b = np.pad(a, pads, mode="edge") if any(p[1] for p in pads) else a
     K, J, I = (n // s for n, s in zip(b.shape, f))
-    out = b.reshape(K, f[0], J, f[1], I, f[2]).astype(np.float32)
-    return out.mean(axis=(1, 3, 5))
+    v = b.reshape(K, f[0], J, f[1], I, f[2])
+    acc = np.int64 if np.issubdtype(b.dtype, np.integer) else np.float64
+    out = v.sum(axis=5, dtype=acc).sum(axis=3).sum(axis=1)
+    return (out / float(np.prod(f))).astype(np.float32)
+
+
+def _upsample(c: np.ndarray, f: tuple[int, int, int], shape: tuple[int, int, int]) -> np.ndarray:
+    """Nearest-block upsampling of a coarse label array back to ``shape``."""
+    out = c
+    for ax, r in enumerate(f):
+        if r > 1:
+            out = np.repeat(out, r, axis=ax)
+    return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
 
 
 def _inplane_struct(radius_mm: float, sj: float, si: float) -> np.ndarray:
@@ -566,17 +577,13 @@ def segment_lungs(volume: Volume, *, config: LungMaskConfig | dict | str | Path 
     labels_c = final
 
     # back to the native grid (nearest block)
-    K, J, I = a.shape
-    ik = np.minimum(np.arange(K) // f[0], labels_c.shape[0] - 1)
-    ij = np.minimum(np.arange(J) // f[1], labels_c.shape[1] - 1)
-    ii = np.minimum(np.arange(I) // f[2], labels_c.shape[2] - 1)
-    labels = labels_c[np.ix_(ik, ij, ii)]
+    labels = _upsample(labels_c, f, a.shape)
 
     lobes = None
     if cfg.lobes.enabled:
         lobes_c = _approx_lobes(labels_c, g, cfg.lobes, warnings)
         if lobes_c is not None:
-            lobes = lobes_c[np.ix_(ik, ij, ii)]
+            lobes = _upsample(lobes_c, f, a.shape)
     for w in warnings:
         logger.info(w)
     return LungSegmentation(labels=labels, spacing_mm=volume.spacing_mm, lobes=lobes,
