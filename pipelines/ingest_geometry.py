@@ -99,6 +99,23 @@ def plan_stack(records: list[SliceRecord], cfg: IngestConfig) -> StackPlan:
     d = d[order]
     ipps = ipps[order]
 
+    # several acquisitions at the same positions (e.g. repeated scans under one SeriesInstanceUID): keep one
+    acq_groups: dict[int | None, list[int]] = {}
+    for i, r in enumerate(recs):
+        acq_groups.setdefault(r.acquisition_number, []).append(i)
+    if len(acq_groups) > 1:
+        pos_sets = {a: np.round(d[idx] / max(g.duplicate_tolerance_mm, 1e-6)) for a, idx in acq_groups.items()}
+        keys = list(pos_sets)
+        overlapping = any(np.intersect1d(pos_sets[a], pos_sets[b]).size
+                          for n, a in enumerate(keys) for b in keys[n + 1:])
+        if overlapping:
+            best = max(acq_groups, key=lambda a: (len(acq_groups[a]), -(a if a is not None else 1 << 30)))
+            idx = acq_groups[best]
+            warnings.append(f"{len(acq_groups)} acquisitions share slice positions in one series; "
+                            f"used AcquisitionNumber {best} ({len(idx)} slices)")
+            recs = [recs[i] for i in idx]
+            d = d[idx]
+            ipps = ipps[idx]
     # duplicate positions
     keep = [0]
     dup_same, dup_diff = 0, 0

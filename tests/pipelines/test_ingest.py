@@ -397,3 +397,23 @@ def test_wide_gap_is_not_invented(tmp_path):
     inside = [k for k in range(16) if vol.metadata["interpolated"][k]]
     assert len(inside) == 8 and all(np.all(vol.array[k] == fill) for k in inside)
     assert any("not interpolated" in w for w in vol.warnings)
+
+
+def test_repeated_acquisition_in_one_series_is_not_mixed(tmp_path):
+    """A second acquisition at the same positions (e.g. a repeat scan) shares the SeriesInstanceUID."""
+    files = sorted(LIDC.glob("*.dcm"), key=lambda f: _ipp(f)[2])
+    for f in files:
+        shutil.copyfile(f, tmp_path / f.name)
+    for n, f in enumerate(files[:10]):
+        ds = pydicom.dcmread(f)
+        ds.AcquisitionNumber = 2
+        ds.InstanceNumber = 1 + n  # lower numbers than acquisition 1: a naive rule would mix them in
+        ds.SOPInstanceUID = generate_uid()
+        arr = ds.pixel_array.copy()
+        arr[:] = 0
+        ds.PixelData = arr.tobytes()
+        ds.save_as(tmp_path / f"acq2-{n}.dcm")
+    res = load_study(tmp_path)
+    base = load_study(LIDC).volume
+    assert np.array_equal(res.volume.array, base.array)
+    assert any("acquisitions share slice positions" in w for w in res.volume.warnings)
