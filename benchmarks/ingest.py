@@ -156,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'reader':<12}{'median s':>10}{'best s':>10}{'x preread':>11}")
     for name in ("raw_bytes", "preread", "simpleitk", "monai"):
         print(f"{name:<12}{med[name]:>10.3f}{runs[name]['best_s']:>10.3f}{med[name] / med['preread']:>11.2f}")
-    print(f"SimpleITK / preread = {ratios['simpleitk_over_preread']}x, MONAI / preread = {ratios['monai_over_preread']}x, "
-          f"preread / raw bytes = {ratios['preread_over_raw_bytes']}x; same HU: SimpleITK {same_sitk}, MONAI {same_monai}")
+    print(f"SimpleITK / preread = {ratios['simpleitk_over_preread']}x, "
+          f"MONAI / preread = {ratios['monai_over_preread']}x, "
+          f"preread / raw bytes = {ratios['preread_over_raw_bytes']}x; "
+          f"same HU: SimpleITK {same_sitk}, MONAI {same_monai}")
     out_dir = args.out or REPO / "benchmarks" / "results" / hardware_slug(hw)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")

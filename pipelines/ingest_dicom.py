@@ -268,7 +268,8 @@ def _first_item(ds: Dataset | None, kw: str) -> Dataset | None:
         return None
 
 
-def _padding_range(ds: Dataset, pixel_representation: int, bits_allocated: int, notes: list[str]) -> tuple[int, int] | None:
+def _padding_range(ds: Dataset, pixel_representation: int, bits_allocated: int,
+                   notes: list[str]) -> tuple[int, int] | None:
     """Pixel Padding Value (and Range Limit) as raw stored values, corrected for signedness mismatches."""
     vals = []
     for kw in ("PixelPaddingValue", "PixelPaddingRangeLimit"):
@@ -424,7 +425,8 @@ def _records_from_header(ds: Dataset, path: Path, rel: str, root: Path, ts: str,
     kernel = next((k for k in _strings(ds, "ConvolutionKernel") if k), None)
     series_uid = _text(ds, "SeriesInstanceUID")
     if not series_uid:
-        series_uid = _derive_uid("series", study_uid, for_uid, _text(ds, "SeriesNumber"), _text(ds, "SeriesDescription"),
+        series_uid = _derive_uid("series", study_uid, for_uid, _text(ds, "SeriesNumber"),
+                                 _text(ds, "SeriesDescription"),
                                  kernel, None if iop0 is None else np.round(iop0, 3).tolist(), rows, cols, parent)
         derived.append("SeriesInstanceUID")
     if not sop_uid:
@@ -439,7 +441,8 @@ def _records_from_header(ds: Dataset, path: Path, rel: str, root: Path, ts: str,
         path=path, rel=rel, n_frames=n_frames, sop_instance_uid=sop_uid, sop_class_uid=sop_class,
         series_uid=series_uid, study_uid=study_uid, frame_of_reference_uid=for_uid,
         series_number=_int(ds, "SeriesNumber"), modality=_text(ds, "Modality"), image_type=image_type,
-        description=(str(ds.get("SeriesDescription") or "").strip() or None), kernel=kernel, instance_number=_int(ds, "InstanceNumber"),
+        description=(str(ds.get("SeriesDescription") or "").strip() or None), kernel=kernel,
+        instance_number=_int(ds, "InstanceNumber"),
         acquisition_number=_int(ds, "AcquisitionNumber"), rows=rows, cols=cols, transfer_syntax=ts,
         lossy_flag=lossy, pixel_representation=pr, bits_allocated=bits_allocated, bits_stored=bits_stored,
         samples_per_pixel=spp, photometric=_text(ds, "PhotometricInterpretation"), gantry_tilt_deg=tilt,
@@ -454,7 +457,8 @@ def _records_from_header(ds: Dataset, path: Path, rel: str, root: Path, ts: str,
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if n_frames > 1 or per_frame is not None:
         if n_frames > cfg.limits.max_frames:
-            raise InputTooLargeError(f"{rel} has {n_frames} frames, more than limits.max_frames ({cfg.limits.max_frames})")
+            raise InputTooLargeError(
+                f"{rel} has {n_frames} frames, more than limits.max_frames ({cfg.limits.max_frames})")
         shared = _first_item(ds, "SharedFunctionalGroupsSequence")
         if per_frame is None or len(per_frame) != n_frames:
             if n_frames == 1:

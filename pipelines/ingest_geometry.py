@@ -168,7 +168,8 @@ def plan_stack(records: list[SliceRecord], cfg: IngestConfig) -> StackPlan:
             if g.tilt == "refuse":
                 raise GeometryError(msg + "; refused by configuration (geometry.tilt: refuse)",
                                     hint="set geometry.tilt: resample in configs/ingest.yaml to correct it")
-            warnings.append(msg + "; slices shifted in-plane onto a regular, unsheared grid (enlarged so no pixel is lost)")
+            warnings.append(msg + "; slices shifted in-plane onto a regular, unsheared grid "
+                                  "(enlarged so no pixel is lost)")
             resample = True
         if not uniform:
             desc = ", ".join(f"{x:.2f}" for x in sorted(set(np.round(gaps, 2).tolist())))

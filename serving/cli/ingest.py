@@ -15,9 +15,11 @@ def register(app: typer.Typer) -> None:
     @app.command("ingest")
     def ingest_cmd(
         path: Path = typer.Argument(..., help="DICOM folder, zip, DICOM file, or NIfTI/NRRD/MHA volume."),
-        series: str | None = typer.Option(None, "--series", help="Read this SeriesInstanceUID instead of the rule's choice."),
+        series: str | None = typer.Option(
+            None, "--series", help="Read this SeriesInstanceUID instead of the rule's choice."),
         json_path: str = typer.Option("-", "--json", help="Write the JSON summary here ('-' = stdout)."),
-        config: Path | None = typer.Option(None, "--config", help="Ingest configuration (default configs/ingest.yaml)."),
+        config: Path | None = typer.Option(
+            None, "--config", help="Ingest configuration (default configs/ingest.yaml)."),
     ) -> None:
         """Read a CT study: list its series, select the one for nodules, report its geometry and warnings."""
         cfg = load_ingest_config(config) if config is not None else None

@@ -53,7 +53,8 @@ def test_zip_into_given_workdir(tmp_path):
     assert all(tmp_path / "work" in p.parents for p in res.source_files)
 
 
-@pytest.mark.parametrize("name", ["../evil.dcm", "/tmp/evil-abs.dcm", "a/../../evil.dcm", "..\\evil.dcm", "C:/evil.dcm"])
+@pytest.mark.parametrize("name", ["../evil.dcm", "/tmp/evil-abs.dcm", "a/../../evil.dcm", "..\\evil.dcm",
+                                  "C:/evil.dcm"])
 def test_path_traversal_refused(tmp_path, name):
     zpath = tmp_path / "bad.zip"
     with zipfile.ZipFile(zpath, "w") as zf:

@@ -97,7 +97,8 @@ def test_transfer_syntaxes(shared_data):
             load_study(_ts_file(shared_data, uid))
 
 
-@pytest.mark.parametrize("case,n,dz", [("lidc-idri-0001", 16, 2.5), ("lidc-idri-0002", 12, 1.25), ("lidc-idri-0003", 11, 2.5)])
+@pytest.mark.parametrize("case,n,dz", [("lidc-idri-0001", 16, 2.5), ("lidc-idri-0002", 12, 1.25),
+                                       ("lidc-idri-0003", 11, 2.5)])
 def test_lidc_slabs_sorted_with_spacing(shared_data, case, n, dz):
     res = load_study(shared_data / "ct" / case)
     vol = res.volume
