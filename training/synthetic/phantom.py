@@ -289,13 +289,25 @@ class Anatomy:
         return np.where(right, r_lobe, l_lobe).astype(np.uint8)
 
     # ---- axial slice rendering --------------------------------------------------------------------------
-    def prepare(self, X: np.ndarray, Y: np.ndarray) -> dict:
-        """Precompute the parts of a slice that do not depend on z (the anatomy is mostly a prism)."""
+    def prepare(self, X: np.ndarray, Y: np.ndarray, px: float, hu: dict) -> dict:
+        """Precompute the parts of a slice that do not depend on z (the anatomy is mostly a prism).
+
+        Everything but the air and the table is computed inside the body's bounding box only.
+        """
         f32 = np.float32
-        xl = (X - self.bx).astype(f32)
-        yl = (Y - self.by).astype(f32)
-        c: dict = {"xl": xl, "yl": yl}
-        r = np.sqrt(xl * xl + yl * yl) + f32(1e-3)
+        xf = (X - self.bx).astype(f32)
+        yf = (Y - self.by).astype(f32)
+        rf = np.sqrt(xf * xf + yf * yf) + f32(1e-3)
+        d0 = self._depth_ab(xf, yf, rf, *self.body_axes(0.0))
+        y_tab = self.b0 + 12.0 + 0.0006 * xf * xf
+        tab = _ramp(2.0 - np.abs(yf - y_tab), px) * (np.abs(xf) < self.a0 * 1.15)
+        background = _lerp(np.full(X.shape, hu["air"], f32), f32(hu["table"]), tab).astype(f32)
+        inside = d0 > -3.0 * px
+        jj = np.nonzero(inside.any(1))[0]
+        ii = np.nonzero(inside.any(0))[0]
+        box = (slice(int(jj[0]), int(jj[-1]) + 1), slice(int(ii[0]), int(ii[-1]) + 1))
+        xl, yl, r = xf[box], yf[box], rf[box]
+        c: dict = {"xl": xl, "yl": yl, "box": box, "background": background, "vert": {}}
         c["r"] = r
         cy = yl / r
         c["cy"] = cy
@@ -365,6 +377,12 @@ class Anatomy:
         c["eso_d"] = np.hypot(xl - self.xm - 8.0 * s, yl - (yv - self.r_vb - 7.0)).astype(f32)
         c["svc_d"] = np.hypot(xl - self.xm + 30 * s, yl + 0.15 * self.b0).astype(f32)
         c["drop"] = (self.rib_drop * np.clip((1.0 - cy) / 2.0, 0.0, 1.0) ** 1.1).astype(f32)
+        d_cav0 = c["d_fat"] + c["musc_a"] + c["wall"]
+        dr0 = c["depth0"] - d_cav0 + (self.rib_ar + 1.0)
+        margin = self.rib_ar + 2.0 * px + float(c["musc_b"].max()) + 1.0
+        ring = np.nonzero((np.abs(dr0) < margin).ravel())[0]
+        c["ring"] = ring
+        c["ring_x"], c["ring_y"], c["ring_drop"] = xl.ravel()[ring], yl.ravel()[ring], c["drop"].ravel()[ring]
         return c
 
     def _depth_ab(self, xl, yl, r, a, b):
@@ -374,12 +392,47 @@ class Anatomy:
         rho = (np.abs(xl / a) ** p + np.abs(yl / bb) ** p) ** (1.0 / p) + 1e-6
         return (r * (1.0 / rho - 1.0)).astype(np.float32)
 
+    def _vertebra(self, c: dict, px: float, hu: dict, disc: bool, tproc: bool, spin: bool):
+        """Bone occupancy and HU of a vertebra for one phase (disc level, transverse / spinous processes),
+        the disc occupancy (or None) and the spinal canal occupancy, over the body box."""
+        f32 = np.float32
+        s = self.a0 / 155.0
+        xl, yl = c["xl"], c["yl"]
+        bone = np.zeros(xl.shape, f32)
+        bone_hu = np.zeros(xl.shape, f32)
+
+        def add_bone(occ, val):
+            nonlocal bone, bone_hu
+            bone_hu = np.where(occ > bone, val, bone_hu)
+            bone = np.maximum(bone, occ)
+
+        dvb = c["dvb"]
+        vb_occ = _ramp(self.r_vb - dvb, px)
+        disc_occ = None
+        if disc:
+            disc_occ = vb_occ.astype(f32)
+        else:
+            cortex = _ramp(dvb - (self.r_vb - 1.6), px)
+            add_bone(vb_occ, _lerp(f32(hu["bone_cancellous"]), f32(hu["bone_cortical"] * 0.75), cortex))
+        dc, yc = c["dc"], c["yc"]
+        canal = _ramp(7.0 * s - dc, px).astype(f32)
+        add_bone(_ramp(np.minimum(12.5 * s - dc, dc - 7.0 * s), px) * (yl > yc - 4.0 * s), f32(hu["bone_cortical"] * 0.7))
+        if tproc:
+            add_bone(_ramp(np.minimum(4.5 * s - np.abs(yl - yc + 2 * s),
+                                      np.minimum(np.abs(xl) - 6 * s, 30 * s - np.abs(xl))), px),
+                     f32(hu["bone_cortical"] * 0.6))
+        if spin:
+            add_bone(_ramp(np.minimum(3.5 * s - np.abs(xl), np.minimum(yl - yc, yc + 30 * s - yl)), px),
+                     f32(hu["bone_cortical"] * 0.65))
+        return bone.astype(f32), bone_hu.astype(f32), disc_occ, canal
+
     def render_slice(self, c: dict, z: float, px: float, thickness: float, hu: dict,
                      lung_field: np.ndarray | None, emph_field: np.ndarray | None, fissures: bool):
         """One axial slice at LPS height ``z`` from the z-independent cache ``c`` (see :meth:`prepare`).
 
-        Returns ``(hu, lung_label, lobe_label, soft)``; ``soft`` is the fraction of each pixel in which
-        vessels may be composited (thoracic cavity less bone and abdomen).
+        ``lung_field`` / ``emph_field`` cover the body box ``c["box"]``. Returns ``(hu, lung_label,
+        lobe_label, soft)`` over the body box; ``soft`` is the fraction of each pixel in which vessels may be
+        composited (thoracic cavity less bone and abdomen). :meth:`paste` puts them into full slices.
         """
         f32 = np.float32
         xl, yl, r = c["xl"], c["yl"], c["r"]
@@ -395,11 +448,7 @@ class Anatomy:
         d_musc = d_fat + c["musc_a"] + c["musc_b"] * f32(pect_t)
         d_cav = d_musc + c["wall"]
         body = _ramp(depth, px)
-        img = np.full(xl.shape, hu["air"], f32)
-        a, b = self.body_axes(zl)
-        y_tab = b + 12.0 + 0.0006 * xl * xl
-        tab = _ramp(2.0 - np.abs(yl - y_tab), px) * (np.abs(xl) < self.a0 * 1.15)
-        img = _lerp(img, f32(hu["table"]), tab)
+        img = c["background"][c["box"]]
         tissue = _lerp(f32(hu["skin"]), f32(hu["fat"]), _ramp(depth - 1.8, px))
         tissue = _lerp(tissue, f32(hu["muscle"]), _ramp(depth - d_fat, px))
         cav = _ramp(depth - d_cav, px)
@@ -489,44 +538,38 @@ class Anatomy:
         tissue = _lerp(tissue, cont, cav)
 
         # ---- bones
-        bone = np.zeros(xl.shape, f32)
-        bone_hu = np.zeros(xl.shape, f32)
+        phase = ((self.rib_z1 - zl) / self.rib_pitch) % 1.0  # 0 at a rib head level
+        key = (0.55 < phase < 0.72, phase < 0.45, 0.2 < phase < 0.75)
+        if key not in c["vert"]:
+            c["vert"][key] = self._vertebra(c, px, hu, *key)
+        v_bone, v_hu, v_disc, v_canal = c["vert"][key]
+        bone = v_bone.copy()
+        bone_hu = v_hu.copy()
+        if v_disc is not None:
+            tissue = _lerp(tissue, f32(hu["disc"]), v_disc)
+        tissue = _lerp(tissue, f32(hu["csf"]), v_canal)
 
         def add_bone(occ, val):
             nonlocal bone, bone_hu
             bone_hu = np.where(occ > bone, val, bone_hu)
             bone = np.maximum(bone, occ)
 
-        phase = ((self.rib_z1 - zl) / self.rib_pitch) % 1.0  # 0 at a rib head level
-        disc = 0.55 < phase < 0.72
-        dvb = c["dvb"]
-        vb_occ = _ramp(self.r_vb - dvb, px)
-        if disc:
-            tissue = _lerp(tissue, f32(hu["disc"]), vb_occ)
-        else:
-            cortex = _ramp(dvb - (self.r_vb - 1.6), px)
-            add_bone(vb_occ, _lerp(f32(hu["bone_cancellous"]), f32(hu["bone_cortical"] * 0.75), cortex))
-        dc, yc = c["dc"], c["yc"]
-        canal = _ramp(7.0 * s - dc, px)
-        arch_b = _ramp(np.minimum(12.5 * s - dc, dc - 7.0 * s), px) * (yl > yc - 4.0 * s)
-        add_bone(arch_b, f32(hu["bone_cortical"] * 0.7))
-        if phase < 0.45:
-            tp = _ramp(np.minimum(4.5 * s - np.abs(yl - yc + 2 * s), np.minimum(np.abs(xl) - 6 * s,
-                                                                                   30 * s - np.abs(xl))), px)
-            add_bone(tp, f32(hu["bone_cortical"] * 0.6))
-        if 0.2 < phase < 0.75:
-            sp = _ramp(np.minimum(3.5 * s - np.abs(xl), np.minimum(yl - yc, yc + 30 * s - yl)), px)
-            add_bone(sp, f32(hu["bone_cortical"] * 0.65))
-        tissue = _lerp(tissue, f32(hu["csf"]), canal)
         if 0.3 < t < 0.8:
             ys = -(self.b0 - self.fat * 1.1 - self.m_ant * 0.5 - 9.0)
             wst = (13.0 + 12.0 * np.clip((t - 0.65) / 0.1, 0, 1)) * s
             dst = np.sqrt((xl / wst) ** 2 + ((yl - ys) / (6.5 * s)) ** 2)
             st = _ramp((1.0 - dst) * 6.5 * s, px)
             add_bone(st, _lerp(f32(hu["rib_marrow"]), f32(hu["bone_cortical"] * 0.8), np.clip((dst - 0.7) / 0.3, 0, 1)))
-        # ribs: tilted rings in the chest wall, integrated analytically over the slice thickness
-        dr_ = depth - (d_cav - self.rib_ar - 1.0)
-        zr = zl + c["drop"]
+        # ribs: tilted rings in the chest wall, integrated analytically over the slice thickness; evaluated
+        # only in the ring of the chest wall where they can be (precomputed while the body outline is fixed)
+        if t <= 0.76:
+            idx = c["ring"]
+            xs, ys, drop = c["ring_x"], c["ring_y"], c["ring_drop"]
+        else:
+            idx = np.arange(xl.size)
+            xs, ys, drop = xl.ravel(), yl.ravel(), c["drop"].ravel()
+        dr_ = depth.ravel()[idx] - d_cav.ravel()[idx] + (self.rib_ar + 1.0)
+        zr = zl + drop
         n = np.round((self.rib_z1 - zr) / self.rib_pitch)
         dz = zr - (self.rib_z1 - n * self.rib_pitch)
         hz_ = self.rib_bz * np.sqrt(np.clip(1.0 - (dr_ / self.rib_ar) ** 2, 0.0, 1.0))
@@ -534,15 +577,22 @@ class Anatomy:
         hi = np.minimum(dz + thickness / 2, hz_)
         rib_occ = np.clip(hi - lo, 0.0, None) / max(thickness, 1e-3)
         rib_occ = np.minimum(rib_occ, _ramp(self.rib_ar - np.abs(dr_), px))
-        ok = (n >= 0) & (n <= 11) & (np.abs(xl) > (self.r_vb + 14.0 * s))
-        ant_end = np.abs(xl) > (0.38 + 0.02 * n) * self.a0
-        is_bone = (yl >= 0) | ant_end
-        cart = ~is_bone & (np.abs(xl) > 16.0 * s) & (n <= 7)
+        ok = (n >= 0) & (n <= 11) & (np.abs(xs) > (self.r_vb + 14.0 * s))
+        ant_end = np.abs(xs) > (0.38 + 0.02 * n) * self.a0
+        is_bone = (ys >= 0) | ant_end
+        cart = ~is_bone & (np.abs(xs) > 16.0 * s) & (n <= 7)
         rib_occ = rib_occ * ok
         hr = np.clip((np.abs(dr_) - (self.rib_ar - 1.3)) / 1.3, 0, 1)
         hr = np.maximum(hr, np.clip((np.abs(dz) - (self.rib_bz - 1.5)) / 1.5, 0, 1))
-        add_bone(rib_occ * is_bone, _lerp(f32(hu["rib_marrow"]), f32(hu["bone_cortical"]), hr))
-        tissue = _lerp(tissue, f32(hu["cartilage"]), rib_occ * cart)
+        occb = (rib_occ * is_bone).astype(f32)
+        valb = _lerp(f32(hu["rib_marrow"]), f32(hu["bone_cortical"]), hr).astype(f32)
+        bflat, hflat = bone.reshape(-1), bone_hu.reshape(-1)
+        cur = bflat[idx]
+        hflat[idx] = np.where(occb > cur, valb, hflat[idx])
+        bflat[idx] = np.maximum(cur, occb)
+        tissue = np.array(np.broadcast_to(tissue, xl.shape), f32)
+        tflat = tissue.reshape(-1)
+        tflat[idx] = _lerp(tflat[idx], f32(hu["cartilage"]), rib_occ * cart)
         if t > 0.5:
             dsc = depth - (self.fat + 6.0)
             ang = np.abs(xl) / r

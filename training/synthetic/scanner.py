@@ -38,14 +38,16 @@ class SmoothField:
         self.ix, self.fx = _interp_index(ni, nci, np.arange(ni) * sx / cell_mm + 1.0)
         self.iy, self.fy = _interp_index(nj, ncj, np.arange(nj) * sy / cell_mm + 1.0)
 
-    def slice(self, k_frac: float) -> np.ndarray:
+    def slice(self, k_frac: float, box: tuple[slice, slice] | None = None) -> np.ndarray:
+        """The field on output slice ``k_frac`` (fractional index), over ``box`` (rows, cols) if given."""
         zc = np.clip(k_frac * self.sz / self.cell + 1.0, 0, self.c.shape[0] - 1.000001)
         k0 = int(zc)
-        f = zc - k0
-        f = np.float32(f)
+        f = np.float32(zc - k0)
         plane = (1.0 - f) * self.c[k0] + f * self.c[k0 + 1]
-        rows = plane[self.iy] * (1.0 - self.fy)[:, None] + plane[self.iy + 1] * self.fy[:, None]
-        return rows[:, self.ix] * (1.0 - self.fx)[None, :] + rows[:, self.ix + 1] * self.fx[None, :]
+        by, bx = box if box is not None else (slice(None), slice(None))
+        iy, fy, ix, fx = self.iy[by], self.fy[by], self.ix[bx], self.fx[bx]
+        rows = plane[iy] * (1.0 - fy)[:, None] + plane[iy + 1] * fy[:, None]
+        return rows[:, ix] * (1.0 - fx)[None, :] + rows[:, ix + 1] * fx[None, :]
 
 
 def noise_sigma(kernel: Kernel, ctdi_mgy: float, thickness_mm: float, body_half_width_mm: float) -> float:

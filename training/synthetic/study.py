@@ -186,33 +186,38 @@ def make_study(seed: int, cfg: SynthConfig | None = None) -> SynthStudy:
     render_segments(lum, lumens, origin, spacing, m_z)
     tex = SmoothField(rng_tex, shape_kji, spacing, cell_mm=7.0)
     emph = SmoothField(rng_tex, shape_kji, spacing, cell_mm=3.0) if anat.emphysema > 0 else None
-    cache = anat.prepare(X, Y)
+    cache = anat.prepare(X, Y, px, hu)
+    box = cache["box"]
     vol = np.empty(shape_kji, np.float32)
-    lung_lab = np.empty(shape_kji, np.uint8)
-    lobe_lab = np.empty(shape_kji, np.uint8)
+    lung_lab = np.zeros(shape_kji, np.uint8)
+    lobe_lab = np.zeros(shape_kji, np.uint8)
     inv255 = np.float32(1.0 / 255.0)
     for k in range(nk):
         zc = origin[2] + k * T
         acc = None
         for s in range(m_bg):
             zs = zc + ((s + 0.5) / m_bg - 0.5) * T
-            field = np.float32(anat.lung_hu) + np.float32(hu["lung_texture"]) * tex.slice(k + (zs - zc) / T)
-            ef = emph.slice(k + (zs - zc) / T) if emph is not None else None
+            kf = k + (zs - zc) / T
+            field = np.float32(anat.lung_hu) + np.float32(hu["lung_texture"]) * tex.slice(kf, box)
+            ef = emph.slice(kf, box) if emph is not None else None
             img, ll, lb, soft = anat.render_slice(cache, zs, px, T / m_bg, hu, field, ef, cfg.fissures)
             acc = img if acc is None else acc + img
             if s == m_bg // 2:
-                lung_lab[k], lobe_lab[k], soft_c = ll, lb, soft
+                ll_c, lb_c, soft_c = ll, lb, soft
         img = acc / m_bg if m_bg > 1 else acc
-        v = vess[k] * inv255 * soft_c
+        v = vess[k][box] * inv255 * soft_c
         img += (np.float32(hu["blood"]) - img) * v
-        w = wal[k] * inv255 * soft_c
+        w = wal[k][box] * inv255 * soft_c
         img += (np.float32(hu["airway_wall"]) - img) * w
-        lu = lum[k] * inv255
-        img += (np.float32(hu["air"]) - img) * lu
-        lumen = lum[k] >= 128
-        lung_lab[k][lumen] = 0
-        lobe_lab[k][lumen] = 0
-        vol[k] = img
+        lum_k = lum[k][box]
+        img += (np.float32(hu["air"]) - img) * (lum_k * inv255)
+        lumen = lum_k >= 128
+        ll_c[lumen] = 0
+        lb_c[lumen] = 0
+        vol[k] = cache["background"]
+        vol[k][box] = img
+        lung_lab[k][box] = ll_c
+        lobe_lab[k][box] = lb_c
     del vess, lum, wal
 
     _tick("anatomy_and_vessels")
