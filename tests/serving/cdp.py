@@ -38,7 +38,8 @@ class Browser:
         if port is None:
             raise RuntimeError("chromium did not open its DevTools port")
         pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json() if t["type"] == "page"]
-        self.ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=64 << 20, open_timeout=20)
+        self._conn = connect(pages[0]["webSocketDebuggerUrl"], max_size=64 << 20, open_timeout=20)
+        self.ws = self._conn.__enter__()
         self._ids = itertools.count(1)
         self.console: list[str] = []
         self.send("Page.enable")
@@ -90,7 +91,7 @@ class Browser:
 
     def close(self) -> None:
         try:
-            self.ws.close()
+            self._conn.__exit__(None, None, None)
         finally:
             self.proc.terminate()
             try:

@@ -90,6 +90,7 @@ def test_dicomweb_client_search_retrieve_store(orthanc, shared_data, tmp_path):
             client.retrieve_study("1.2.3.4.5.6.7.8.9", tmp_path / "none")
 
 
+@pytest.mark.slow
 def test_service_pulls_analyses_and_stores_seg_and_sr_back(orthanc, shared_data, service):
     reason = pipeline_ready()
     if reason:
