@@ -150,11 +150,19 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = False)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         pool = WorkerPool(settings, settings.workers) if start_workers and settings.workers > 0 else None
+        poller = None
         if pool:
             pool.start()
+        if start_workers and settings.dicomweb_url and settings.dicomweb_poll_s > 0:
+            from serving.poller import Poller
+
+            poller = Poller(settings, app.state.queue)
+            poller.start()
         try:
             yield
         finally:
+            if poller:
+                poller.stop_event.set()
             if pool:
                 pool.stop()
             db.dispose()

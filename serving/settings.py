@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     dicomweb_url: str | None = Field(default=None, description="PACS DICOMweb root (QIDO/WADO/STOW), e.g. http://pacs/dicom-web")
     dicomweb_timeout_s: float = Field(default=120.0, gt=0)
     dicomweb_token: str | None = Field(default=None, description="bearer token sent to the PACS, if it needs one")
+    dicomweb_poll_s: float = Field(default=0.0, ge=0, description="poll the PACS for new CT studies this often; 0 = off")
+    dicomweb_poll_limit: int = Field(default=100, ge=1, le=10000, description="studies per poll")
     stow_results: bool = Field(default=True, description="store SEG and SR back to the PACS for studies pulled from it")
 
     device: str | None = Field(default=None, description="torch device for the workers; default CUDA when present")

@@ -125,3 +125,27 @@ def test_service_pulls_analyses_and_stores_seg_and_sr_back(orthanc, shared_data,
     assert str(seg.SOPInstanceUID) in by_modality.get("SEG", set())
     assert str(sr.SOPInstanceUID) in by_modality.get("SR", set())
     assert len(by_modality["CT"]) == 16
+
+
+def test_poller_queues_new_ct_studies_with_an_sr_report(orthanc, shared_data, service):
+    import io
+
+    from pipelines.report_text import sr_text
+    from serving.poller import poll_once
+
+    folder = shared_data / "ct" / "lidc-idri-0002"
+    study_uid = _upload_to_orthanc(orthanc, folder)
+    app, client, tokens = service(dicomweb_url=orthanc + "/dicom-web")
+    first = poll_once(app.state.settings, app.state.queue)
+    assert first.without_report >= 1 and not first.queued  # no report on the PACS yet: nothing to compare
+    sr = pydicom.dcmread(shared_data / "dicom" / "pydicom-testfiles" / "test-SR.dcm")
+    sr.StudyInstanceUID = study_uid
+    buf = io.BytesIO()
+    sr.save_as(buf)
+    assert httpx.post(orthanc + "/instances", content=buf.getvalue(), timeout=30).status_code == 200
+    second = poll_once(app.state.settings, app.state.queue)
+    assert len(second.queued) == 1
+    d = client.get(f"/studies/{second.queued[0]}", headers=auth(tokens["reader"])).json()
+    assert d["study_uid"] == study_uid and d["source"] == "pacs" and d["status"] == "queued"
+    assert d["report_text"] == sr_text(buf.getvalue())
+    assert poll_once(app.state.settings, app.state.queue).queued == []  # known now
