@@ -29,6 +29,7 @@ from pydicom.uid import UID, generate_uid
 
 from pipelines.errors import GeometryError, IngestError, InputTooLargeError
 from pipelines.ingest_config import IngestConfig
+from pipelines.ingest_fastheader import fast_header
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +296,11 @@ def _padding_range(ds: Dataset, pixel_representation: int, bits_allocated: int,
     return (min(vals), max(vals))
 
 
-def scan_file(path: Path, root: Path, cfg: IngestConfig) -> list[SliceRecord] | SkippedFile:
-    """Read one file's header; one record per image frame, or why the file was skipped."""
+def scan_file(path: Path, root: Path, cfg: IngestConfig, *, fast: bool = True) -> list[SliceRecord] | SkippedFile:
+    """Read one file's header; one record per image frame, or why the file was skipped.
+
+    ``fast`` tries :func:`pipelines.ingest_fastheader.fast_header` first and falls back to pydicom.
+    """
     rel = _rel(path, root)
     try:
         size = path.stat().st_size
@@ -307,10 +311,14 @@ def scan_file(path: Path, root: Path, cfg: IngestConfig) -> list[SliceRecord] | 
             is_dcm, force = _looks_like_dicom(head)
             if not is_dcm:
                 return SkippedFile(rel, "not DICOM")
-            f.seek(0)
-            ds = pydicom.dcmread(f, stop_before_pixels=True, force=force)
-            pos = f.tell()
-            ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+            parsed = fast_header(f, size) if fast and not force else None
+            if parsed is not None:
+                ds, ts, pos = parsed
+            else:
+                f.seek(0)
+                ds = pydicom.dcmread(f, stop_before_pixels=True, force=force)
+                pos = f.tell()
+                ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
             if not ts:
                 implicit, little = getattr(ds, "original_encoding", (None, None))
                 ts = "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1"

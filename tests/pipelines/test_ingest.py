@@ -417,3 +417,33 @@ def test_repeated_acquisition_in_one_series_is_not_mixed(tmp_path):
     base = load_study(LIDC).volume
     assert np.array_equal(res.volume.array, base.array)
     assert any("acquisitions share slice positions" in w for w in res.volume.warnings)
+
+
+def _records_equal(a, b) -> bool:
+    from dataclasses import fields
+
+    from pipelines.ingest_dicom import SkippedFile
+
+    if isinstance(a, SkippedFile) or isinstance(b, SkippedFile):
+        return type(a) is type(b) and a.reason == b.reason
+    if len(a) != len(b):
+        return False
+    for ra, rb in zip(a, b):
+        for f in fields(ra):
+            va, vb = getattr(ra, f.name), getattr(rb, f.name)
+            if isinstance(va, np.ndarray) or isinstance(vb, np.ndarray):
+                if not np.array_equal(va, vb):
+                    return False
+            elif va != vb:
+                return False
+    return True
+
+
+def test_fast_header_walk_matches_pydicom_on_the_subset():
+    from pipelines.ingest_dicom import scan_file
+
+    cfg = default_ingest_config()
+    files = [p for p in sorted(DATA.rglob("*")) if p.is_file()]
+    assert len(files) > 60
+    for p in files:
+        assert _records_equal(scan_file(p, DATA, cfg, fast=True), scan_file(p, DATA, cfg, fast=False)), p

@@ -168,3 +168,15 @@ def test_j2k_signedness_mismatch_gives_same_hu(shared_data):
     assert np.array_equal(a.volume.array, b.volume.array)
     assert a.volume.array.min() == -2048
     assert any("codestream is signed" in w for w in a.volume.warnings)
+
+
+def test_fast_header_walk_matches_pydicom_on_the_corpus(shared_data):
+    from test_ingest import _records_equal
+
+    from pipelines.ingest_dicom import scan_file
+
+    cfg = default_ingest_config()
+    files = [p for p in _corpus(shared_data) if p.is_file()]
+    diffs = [p for p in files if not _records_equal(scan_file(p, shared_data, cfg, fast=True),
+                                                    scan_file(p, shared_data, cfg, fast=False))]
+    assert diffs == []
