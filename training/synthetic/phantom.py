@@ -73,19 +73,19 @@ class Anatomy:
         a0 = min(rng.uniform(138.0, 172.0), max_half_width)
         s = a0 / 155.0
         b0 = a0 * rng.uniform(0.66, 0.78)
-        fat = rng.uniform(4.0, 22.0) * s
+        fat = rng.uniform(3.0, 14.0) * s
         rib_pitch = (H + 30.0) / 10.5
         zd_r = H * rng.uniform(0.2, 0.27)
         return cls(
             bx=bx, by=by, z0=z0, H=H, a0=a0, b0=b0, fat=fat,
-            m_post=rng.uniform(14.0, 26.0) * s, m_lat=rng.uniform(3.0, 7.0) * s, m_ant=rng.uniform(5.0, 14.0) * s,
+            m_post=rng.uniform(10.0, 18.0) * s, m_lat=rng.uniform(2.0, 5.0) * s, m_ant=rng.uniform(4.0, 12.0) * s,
             p_body=rng.uniform(2.2, 2.7),
             rib_pitch=rib_pitch, rib_z1=H + rng.uniform(2.0, 10.0), rib_drop=rng.uniform(100.0, 130.0) * s,
             rib_ar=rng.uniform(2.6, 3.4) * s, rib_bz=rng.uniform(5.0, 6.5) * s,
             r_vb=rng.uniform(14.0, 18.0) * s,
-            xm=rng.uniform(2.0, 10.0), w_med=rng.uniform(20.0, 27.0) * s,
-            heart_c=(rng.uniform(18.0, 32.0) * s, -b0 * rng.uniform(0.12, 0.22), zd_r + rng.uniform(30.0, 45.0)),
-            heart_ax=(rng.uniform(60.0, 72.0) * s, rng.uniform(47.0, 57.0) * s, rng.uniform(50.0, 60.0) * s),
+            xm=rng.uniform(2.0, 10.0), w_med=rng.uniform(13.0, 17.0) * s,
+            heart_c=(rng.uniform(18.0, 30.0) * s, -b0 * rng.uniform(0.25, 0.33), zd_r + rng.uniform(30.0, 42.0)),
+            heart_ax=(rng.uniform(54.0, 64.0) * s, rng.uniform(40.0, 47.0) * s, rng.uniform(45.0, 55.0) * s),
             heart_rot=np.deg2rad(rng.uniform(25.0, 45.0)),
             peri_fat=rng.uniform(2.5, 8.0),
             zd_r=zd_r, zd_l=zd_r - rng.uniform(8.0, 22.0),
@@ -134,13 +134,13 @@ class Anatomy:
                 + (self.m_ant - self.m_lat) * np.clip(-cy, 0, 1) ** 2 * (0.4 + 0.6 * pect))
         d_fat = 1.8 + fat
         d_musc = d_fat + musc
-        d_cav = d_musc + 2.0 * self.rib_ar + 1.5
+        d_cav = d_musc + 2.0 * self.rib_ar + 0.5
         return d_fat, d_musc, d_cav
 
     def spine_y(self):
         """Local y of the vertebral body centre."""
         s = self.a0 / 155.0
-        return self.b0 * 0.92 - self.fat - self.r_vb - 62.0 * s
+        return self.b0 * 0.92 - self.fat - self.r_vb - 52.0 * s
 
     def dome_z(self, xl, yl):
         """Local z of the diaphragm surface below (x, y)."""
@@ -226,9 +226,9 @@ class Anatomy:
     def paraspinal_sd(self, xl, yl, inflate=0.0):
         """The paraspinal muscles and posterior vertebral elements: a rounded block behind the vertebral body."""
         yv = self.spine_y()
-        ax_ = self.r_vb + 20.0 + inflate
-        ay_ = self.r_vb + 45.0 + inflate
-        rho = np.sqrt((xl / ax_) ** 2 + ((yl - (yv + 0.9 * self.r_vb + 30.0)) / ay_) ** 2)
+        ax_ = self.r_vb + 18.0 + inflate
+        ay_ = self.r_vb + 40.0 + inflate
+        rho = np.sqrt((xl / ax_) ** 2 + ((yl - (yv + 1.1 * self.r_vb + 32.0)) / ay_) ** 2)
         return (1.0 - rho) * ax_
 
     def apex_sd(self, xl, yl, zl, right):
@@ -319,7 +319,7 @@ class Anatomy:
         ant = (self.m_ant - self.m_lat) * np.clip(-cy, 0, 1) ** 2
         c["musc_a"] = (base + ant * 0.4).astype(f32)
         c["musc_b"] = (ant * 0.6 * pect_x).astype(f32)
-        c["wall"] = f32(2.0 * self.rib_ar + 1.5)
+        c["wall"] = f32(2.0 * self.rib_ar + 0.5)
         c["depth0"] = self._depth_ab(xl, yl, r, *self.body_axes(0.0))
         c["rbound"] = c["depth0"] + r  # distance from the body centre to the skin along each ray
         gv = np.full(xl.shape, -1e3, f32)
@@ -418,8 +418,10 @@ class Anatomy:
         canal = _ramp(7.0 * s - dc, px).astype(f32)
         add_bone(_ramp(np.minimum(12.5 * s - dc, dc - 7.0 * s), px) * (yl > yc - 4.0 * s), f32(hu["bone_cortical"] * 0.7))
         if tproc:
-            add_bone(_ramp(np.minimum(4.5 * s - np.abs(yl - yc + 2 * s),
-                                      np.minimum(np.abs(xl) - 6 * s, 30 * s - np.abs(xl))), px),
+            # transverse processes: bars pointing posterolaterally from the arch
+            u = (np.abs(xl) * 0.8 + (yl - yc) * 0.6)
+            v = (-np.abs(xl) * 0.6 + (yl - yc) * 0.8)
+            add_bone(_ramp(np.minimum(3.2 * s - np.abs(v), np.minimum(u - 8 * s, 27 * s - u)), px),
                      f32(hu["bone_cortical"] * 0.6))
         if spin:
             add_bone(_ramp(np.minimum(3.5 * s - np.abs(xl), np.minimum(yl - yc, yc + 30 * s - yl)), px),
@@ -529,7 +531,7 @@ class Anatomy:
             nrm = np.sqrt(1.0 + slope * slope)
             w = (slope * px + thickness) / nrm
             d = (zl - zf) / nrm
-            tau = 0.35
+            tau = 0.22
             occ = np.minimum(tau / w, 1.0) * np.clip(1.0 - np.abs(d) / w, 0.0, 1.0)
             wh = thickness + 0.1 * px
             occ_h = min(tau / wh, 1.0) * np.clip(1.0 - np.abs(zl - zh) / wh, 0.0, 1.0) * (right & ~lower)

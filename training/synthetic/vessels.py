@@ -105,8 +105,11 @@ def grow_tree(anat: Anatomy, rng: np.random.Generator, start: np.ndarray, hilum:
                 dist = float(np.linalg.norm(d))
                 if dist < 1e-6:
                     continue
-                rc = r * (len(sub) / n) ** (1.0 / 3.0)
-                L = max(dist * rng.uniform(0.35, 0.6), min(dist, 4.0 * rc))
+                rc = r * (len(sub) / n) ** (1.0 / 2.7)
+                # segment length ~ 7 radii (length/diameter ~3.5 in pulmonary arterial trees), so wide vessels
+                # stay near the hilum and the thin ones fan out to the periphery
+                L = min(dist * rng.uniform(0.5, 0.8), 7.0 * rc * rng.uniform(0.8, 1.3))
+                L = max(L, min(dist, 3.0 * rc))
                 props.append((pos, d / dist, L, sub, rc, r, parent))
         if not props:
             break
@@ -174,14 +177,14 @@ def build_trees(anat: Anatomy, rng: np.random.Generator, n_points: int) -> tuple
         vessels += [art, vein]
         main_b = Segments(carina[None], hil_b[None], np.array([6.5 * s]), np.array([5.5 * s]), np.array([0]))
         up = np.array([0.0, -0.6, 0.8]) / 1.0
-        aw = airways_from(art, nodes, min_r=1.0, up=up / np.linalg.norm(up))
+        aw = airways_from(art, nodes, min_r=1.5, up=up / np.linalg.norm(up))
         # connect the first in-lung generation to the main bronchus end
         first = aw.gen == 1
         aw.p0[first] = hil_b
         lumens += [main_b, aw]
     lum = Segments.cat(lumens)
-    wall_t = 0.18 * lum.r0 + 0.35
-    walls = Segments(lum.p0, lum.p1, lum.r0 + wall_t, lum.r1 + 0.18 * lum.r1 + 0.35, lum.gen)
+    # bronchial wall thickness ~ 0.2 of the lumen radius (plus a constant for the smallest bronchi)
+    walls = Segments(lum.p0, lum.p1, lum.r0 * 1.2 + 0.25, lum.r1 * 1.2 + 0.25, lum.gen)
     return Segments.cat(vessels), lum, walls
 
 
