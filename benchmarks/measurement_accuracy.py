@@ -320,7 +320,7 @@ def import_pylidc():
     for name, typ in (("int", int), ("float", float), ("bool", bool)):
         if name not in np.__dict__:
             setattr(np, name, typ)
-    if importlib.util.find_spec("pkg_resources") is None:
+    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
         shim = types.ModuleType("pkg_resources")
 
         def resource_filename(pkg: str, name: str) -> str:
@@ -428,9 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     t0 = time.time()
     res: dict = {"benchmark": "measurement_accuracy", "environment": environment(), "settings": vars(args) | {"out": str(args.out)}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if not args.skip_analytic:
         res["analytic"] = run_analytic(args.n, args.seed, args.workers)
         print_analytic(res["analytic"]["summary"])
+        args.out.write_text(json.dumps(res, indent=1, default=float) + "\n")  # partial, in case LIDC fails
     res["lidc_xml"] = run_lidc_xml()
     res["pylidc"] = {"skipped": "--skip-pylidc"} if args.skip_pylidc else run_pylidc(args.annotations, args.seed)
     print_lidc(res["lidc_xml"], res["pylidc"])

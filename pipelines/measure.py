@@ -252,7 +252,8 @@ def measure_mask(
 
     ``lung_labels`` (0 outside, 1 right lung, 2 left lung as from ``pipelines.lungmask``; a binary lung
     mask sets the midline instead) gives the side; ``lobe_labels`` (1 RUL, 2 RML, 3 RLL, 4 LUL, 5 LLL)
-    gives the lobe. Without either, the side is from LPS x relative to the scanner isocentre. ``use_image=False`` ignores the HU for the boundary.
+    gives the lobe. Without either, the side is from LPS x relative to the scanner isocentre.
+    ``plane``: axial (default), coronal or sagittal. ``use_image=False`` ignores the HU at the boundary.
     Raises :class:`MeasureError` for an empty, full, non-binary or mis-shaped mask.
     """
     cfg = config or load_measurement_config()
