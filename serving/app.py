@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipelines.errors import PrereadError, QueueFullError
+from pipelines.errors import InputTooLargeError, PrereadError, QueueFullError
 from serving.api import admin, health, studies, worklist
 from serving.db import Database
 from serving.migrate import upgrade
@@ -69,7 +69,8 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge()
+                    raise _TooLarge(f"request body above the limit of {self.max_bytes} bytes",
+                                    hint="raise PREREAD_MAX_UPLOAD_MB or send the study from the PACS")
             return msg
 
         async def tracking_send(msg):
@@ -86,8 +87,8 @@ class BodyLimit:
                     scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(InputTooLargeError):
+    """Raised inside the request when a streamed body passes the limit (answered 413 like any PrereadError)."""
 
 
 class WorkerPool:

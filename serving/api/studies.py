@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from pipelines.errors import ConfigError, NotFoundError, ServingError
+from pipelines.errors import ConfigError, NotFoundError, PrereadError, ServingError
 from serving.api.deps import QueueDep, Reader, ReaderOrSubmitter, SettingsDep, StoreDep, Submitter
 from serving.dicomweb import check_uid
 from serving.intake import (report_from_bytes, report_from_study, save_upload, single_study_uid, staging_dir,
@@ -119,6 +119,8 @@ async def submit_study(request: Request, who: Submitter, settings: SettingsDep, 
 async def _submit_upload(request: Request, who, settings, queue):
     try:
         form = await request.form(max_files=2, max_fields=4)
+    except PrereadError:
+        raise
     except Exception as err:  # noqa: BLE001 - starlette raises its own errors for malformed multipart
         raise ServingError(f"malformed multipart body: {type(err).__name__}") from err
     upload = form.get("file")

@@ -267,3 +267,17 @@ def test_report_as_dicom_sr_part_or_inside_the_zip(service, small_dicom):
     r2 = client.post("/studies", headers=sub,
                      files={"file": ("s.zip", zip_bytes({"ct.dcm": small_dicom, "sr.dcm": sr_bytes}), "application/zip")})
     assert r2.status_code == 202 and r2.json()["id"] == r.json()["id"] and r2.json()["duplicate"]
+
+
+def test_streamed_body_without_length_is_cut_at_the_limit(service, small_dicom):
+    app, client, tokens = service(max_upload_mb=0.05)
+    before = _state(app)
+
+    def chunks():
+        for _ in range(20):
+            yield b"x" * 8192
+
+    r = client.post("/studies", headers={**auth(tokens["submitter"]),
+                                         "Content-Type": "multipart/form-data; boundary=zzz"}, content=chunks())
+    assert r.status_code == 413 and r.json()["error"] == "input_too_large"
+    assert _state(app) == before
