@@ -439,6 +439,7 @@ def _records_equal(a, b) -> bool:
     return True
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on malformed files
 def test_fast_header_walk_matches_pydicom_on_the_subset():
     from pipelines.ingest_dicom import scan_file
 

@@ -170,6 +170,7 @@ def test_j2k_signedness_mismatch_gives_same_hu(shared_data):
     assert any("codestream is signed" in w for w in a.volume.warnings)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on malformed files
 def test_fast_header_walk_matches_pydicom_on_the_corpus(shared_data):
     from test_ingest import _records_equal
 
