@@ -264,3 +264,20 @@ def test_cli_synth_writes_studies(tmp_path, monkeypatch):
         assert (out / r["study"] / "labels.nii.gz").is_file()
     assert main(["synth", "--out", str(out), "--preset", "nope"]) == 2
     assert main(["synth", "--out", str(out), "--relation", "sometimes"]) == 2
+
+
+@pytest.mark.shared_data
+def test_tissue_hu_inside_the_real_series_ranges(study, shared_data):
+    """The same statistics on the real chest series span the synthetic values (with a small tolerance)."""
+    from pipelines.ingest import load_study
+    from training.synthetic.hu_stats import tissue_stats
+    real = []
+    for rel in ("lung-pet-ct-dx-a0001/series-3-soft-kernel", "lidc-idri-0001", "lidc-idri-0003"):
+        res = load_study(shared_data / "ct" / rel)
+        real.append(tissue_stats(res.volume.array))
+        res.close()
+    syn = tissue_stats(study.volume.array)
+    for tissue, stat, tol in (("air", "median", 30), ("lung", "median", 40), ("fat", "mode", 30),
+                              ("soft_tissue", "mode", 25)):
+        vals = [r[tissue][stat] for r in real]
+        assert min(vals) - tol <= syn[tissue][stat] <= max(vals) + tol, (tissue, syn[tissue][stat], vals)
