@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.hardware import hardware_info, hardware_slug  # noqa: E402
 from pipelines.discordance import compare  # noqa: E402
 from pipelines.guidelines import Guideline, load_guideline  # noqa: E402
-from pipelines.types import AIFinding, Location, ReportContext  # noqa: E402
+from pipelines.types import AIFinding, ImageRef, Location, ReportContext, ReportFinding  # noqa: E402
 
 log = logging.getLogger("benchmarks.discordance")
 
@@ -142,6 +143,33 @@ def oracle_findings(truth: dict, *, noise: bool, rng: np.random.Generator) -> li
     return out
 
 
+def truth_report(truth: dict) -> tuple[list[ReportFinding], ReportContext]:
+    """The report as the generator wrote it (stated sizes, places, images), bypassing the parser."""
+    rep = truth["report"]
+    findings: list[ReportFinding] = []
+    negated_done = False
+    for p in list(rep["per_nodule"]) + list(rep.get("phantom_findings") or []):
+        span = list(p.get("span") or [0, 0])
+        if not p.get("mentioned"):
+            if p.get("relation") == "negated" and not negated_done:
+                findings.append(ReportFinding(id="t-neg", kind="nodule", text=p.get("text") or "", span=span,
+                                              count=0, negated=True, negation_scope="all"))
+                negated_done = True
+            continue
+        ref = p.get("image_ref") or {}
+        findings.append(ReportFinding(
+            id=f"t-{p.get('nodule_id') or 'phantom'}", kind="nodule", text=p.get("text") or "", span=span,
+            size_mm=list(p["stated_size_mm"]), mean_diameter_mm=_mean(p["stated_size_mm"]),
+            hedged=bool(p.get("hedged")), composition=p.get("stated_composition"),
+            location=Location(side=p.get("stated_side"), lobe=p.get("stated_lobe")),
+            prior_size_mm=p.get("prior_size_mm"), image_ref=ImageRef(series=ref.get("series"), image=ref.get("image")),
+            solid_component_mm=p.get("solid_component_stated_mm"),
+        ))
+    context = ReportContext(screening=bool(rep["screening"]), stated_category=rep.get("stated_category"),
+                            recommendation=rep.get("recommendation"))
+    return findings, context
+
+
 def truth_mask_findings(study) -> list[AIFinding]:
     from pipelines.measure import measure_labels
 
@@ -150,7 +178,16 @@ def truth_mask_findings(study) -> list[AIFinding]:
 
 
 # -- the run -----------------------------------------------------------------------------------------------------
-def run(mode: str, n: int, seed0: int, preset: str, size_noise: bool, workdir: Path | None) -> list[dict]:
+@dataclass
+class _Cached:
+    """What the oracle mode needs of a study: its truth and its report text (``--cache``)."""
+
+    truth: dict
+    report: str
+
+
+def run(mode: str, n: int, seed0: int, preset: str, size_noise: bool, workdir: Path | None,
+        report_source: str = "parsed", cache: Path | None = None) -> list[dict]:
     from pipelines.report import parse_report
     from training.synthetic import SynthConfig, make_study
 
@@ -160,7 +197,14 @@ def run(mode: str, n: int, seed0: int, preset: str, size_noise: bool, workdir: P
         relation = RELATIONS[idx % len(RELATIONS)]
         seed = seed0 + idx
         t0 = time.perf_counter()
-        study = make_study(seed, SynthConfig.preset(preset, report_relation=relation))
+        cached = cache / f"{preset}-{relation}-{seed}.json" if cache and mode == "oracle" else None
+        if cached is not None and cached.is_file():
+            study = _Cached(**json.loads(cached.read_text()))
+        else:
+            study = make_study(seed, SynthConfig.preset(preset, report_relation=relation))
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_text(json.dumps({"truth": study.truth, "report": study.report}, default=float))
         t_gen = time.perf_counter() - t0
         truth = study.truth
         expected = expected_for(truth)
@@ -175,10 +219,14 @@ def run(mode: str, n: int, seed0: int, preset: str, size_noise: bool, workdir: P
             discordances, verdict, priority = res.discordances, res.verdict, res.priority
             n_ai = len(res.ai_findings)
         else:
-            parsed = parse_report(study.report)
+            if report_source == "truth":
+                report_findings, context = truth_report(truth)
+            else:
+                parsed = parse_report(study.report)
+                report_findings, context = parsed.findings, parsed.context
             ai = truth_mask_findings(study) if mode == "truth-masks" else oracle_findings(truth, noise=size_noise,
                                                                                           rng=rng)
-            cmp = compare(ai, parsed.findings, parsed.context, slice_spacing_mm=truth["spacing_mm"][2])
+            cmp = compare(ai, report_findings, context, slice_spacing_mm=truth["spacing_mm"][2])
             discordances, verdict, priority = cmp.discordances, cmp.verdict, cmp.priority
             n_ai = len(ai)
         flags = [{"type": d.type, "severity": d.severity, "explanation": d.explanation} for d in discordances]
@@ -280,7 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=SEED0, help="first held-out seed")
     ap.add_argument("--preset", default="fast", help="synthetic preset (fast | full | clinical)")
     ap.add_argument("--size-noise", action="store_true", help="oracle: add measurement error at the AI's uncertainty")
+    ap.add_argument("--report", dest="report_source", choices=("parsed", "truth"), default="parsed",
+                    help="oracle/truth-masks: read the report with the parser (default) or take the generator's "
+                         "own record of what it wrote (tests the discordance logic alone)")
     ap.add_argument("--workdir", type=Path, default=None, help="pipeline mode: where the DICOM studies are written")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="oracle: keep each study's truth and report text here and reuse them (regenerate after "
+                         "the synthetic generator changes)")
     ap.add_argument("--out", type=Path, default=None, help="JSON result path")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -290,15 +344,20 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--n must be at least 1")
 
     t0 = time.perf_counter()
-    rows = run(args.mode, args.n, args.seed, args.preset, args.size_noise, args.workdir)
+    if args.mode == "pipeline" and args.report_source == "truth":
+        ap.error("--report truth applies to the oracle and truth-masks modes; the pipeline parses the report")
+    rows = run(args.mode, args.n, args.seed, args.preset, args.size_noise, args.workdir, args.report_source,
+               args.cache)
     summary = summarise(rows)
-    print_tables(summary, args.mode + (" + size noise" if args.size_noise else ""))
+    label = args.mode + (" + size noise" if args.size_noise else "") + f", report {args.report_source}"
+    print_tables(summary, label)
     hw = hardware_info()
-    name = f"discordance_{args.mode}{'_noise' if args.size_noise else ''}.json"
+    name = (f"discordance_{args.mode}{'_noise' if args.size_noise else ''}"
+            f"{'_truthreport' if args.report_source == 'truth' else ''}.json")
     out = args.out or Path(__file__).resolve().parent / "results" / hardware_slug(hw) / name
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
-        "benchmark": "discordance", "mode": args.mode, "size_noise": args.size_noise,
+        "benchmark": "discordance", "mode": args.mode, "size_noise": args.size_noise, "report": args.report_source,
         "settings": {"n": args.n, "seed": args.seed, "preset": args.preset},
         "command": "python benchmarks/discordance.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "hardware": hw, "seconds": round(time.perf_counter() - t0, 1), "summary": summary, "studies": rows,

@@ -308,8 +308,10 @@ def compare(
     flags: list[_Flag] = []
 
     # hedged report findings: info, independent of the AI
+    hedged_texts: set[str] = set()
     for rf in report_all:
-        if rf.hedged:
+        if rf.hedged and " ".join(rf.text.split()) not in hedged_texts:
+            hedged_texts.add(" ".join(rf.text.split()))
             flags.append(_Flag(Discordance(
                 type="hedged_report", severity="info", guideline="", report=rf.id,
                 explanation=f"Report hedges: “{_quote(rf.text)}”; worth a closer look at the images.",
@@ -352,7 +354,7 @@ def compare(
             continue
         partner = next((by_ai[p.ai] for p in match.pairs if p.report == rf.id), None)
         comp = _composition_or(rf.composition, partner.composition if partner else "solid")
-        solid = _report_solid(rf, size, partner) if comp == "part-solid" else None
+        solid = _report_solid(rf, size, partner, cfg.tolerance) if comp == "part-solid" else None
         report_cats[rf.id] = study.categorize(comp, size, solid=solid, count=max(1, n_report),
                                               new=_is_new(rf), growing=_growing(g, size, rf))
     report_study = max(report_cats.values(), key=lambda c: c.rank, default=g.no_nodule_category())
@@ -367,7 +369,7 @@ def compare(
             flags.append(flag)
 
     # unmatched AI nodules: missed_finding / report_negative_ai_positive
-    n_missed = len(match.unmatched_ai)
+    n_missed = sum(1 for aid in match.unmatched_ai if by_ai[aid].composition != "calcified")
     for aid in match.unmatched_ai:
         a = by_ai[aid]
         if a.composition == "calcified" and cfg.policy.ignore_unmatched_calcified:
@@ -400,18 +402,22 @@ def _uninformative(rf: ReportFinding) -> bool:
             and (rf.image_ref is None or rf.image_ref.image is None))
 
 
-def _report_solid(rf: ReportFinding, report_mean: float, partner: AIFinding | None) -> float | None:
+def _report_solid(rf: ReportFinding, report_mean: float, partner: AIFinding | None,
+                  tol: ToleranceConfig) -> float | None:
     """The report's solid component (mm) of a part-solid nodule.
 
-    When the report gives none, the matched AI finding's solid component is scaled by the ratio of the two
-    total sizes (the reader is assumed to have measured the same nodule at the scale of their total size), so
-    that a Lung-RADS category that hinges on the solid component is compared like for like.
+    When the report gives none, the matched AI finding's solid component stands in: as is when the two total
+    sizes agree within the combined uncertainty (no difference is invented), else scaled by the ratio of the
+    totals (the reader is taken to have measured the same nodule at the scale of their total size), so that a
+    Lung-RADS category that hinges on the solid component is compared like for like.
     """
     stated = getattr(rf, "solid_component_mm", None)
     if stated is not None:
         return float(stated)
     if partner is None or partner.solid_component_mm is None or not partner.mean_diameter_mm:
         return None
+    if abs(report_mean - partner.mean_diameter_mm) <= tol.k * tol.combined(partner.uncertainty_mm):
+        return float(partner.solid_component_mm)
     return float(partner.solid_component_mm) * report_mean / float(partner.mean_diameter_mm)
 
 
@@ -450,7 +456,7 @@ def _compare_pair(study: _Study, a: AIFinding, rf: ReportFinding, cat_r: Categor
                          f"AI: {_ai_words(a, u_a, full=False)}, {cat_a.summary()}."),
         ), 0.0, float(a.confidence)), cat_a
     # the report side, categorised with the same count as the AI side so that only size/composition differ
-    solid_r = _report_solid(rf, r, a) if comp_r == "part-solid" else None
+    solid_r = _report_solid(rf, r, a, tol) if comp_r == "part-solid" else None
     cat_r = study.categorize(comp_r, r, solid=solid_r, count=count, new=new, growing=_growing(g, r, rf))
     if cat_a.rank == cat_r.rank:
         return None, cat_a

@@ -7,7 +7,7 @@ The cost of pairing AI finding *a* with report finding *r* is, in mm-equivalents
 * lobe: same side, different lobe, both known → ``lobe_mismatch_cost_mm``;
 * size: ``size_cost_per_mm`` × |mean diameter difference|; sizes more than ``max_size_ratio`` times and
   ``min_size_gap_mm`` apart are forbidden, unless the report's image lies within ``image_agree_mm`` of the
-  AI finding's slice (a grossly undersized report still names the right image);
+  AI finding's slice or both name the same lobe (a grossly undersized report still names the right place);
 * image: ``image_cost_per_mm`` × the through-plane offset between the report's referenced image and the
   AI finding's InstanceNumber (image difference × slice spacing);
 * composition: ``composition_mismatch_cost_mm`` (``calcified_mismatch_cost_mm`` when one side is calcified).
@@ -168,9 +168,10 @@ def pair_cost(a: AIFinding, r: ReportFinding, cfg: MatchingConfig, mm_per_image:
         d_a = float(a.mean_diameter_mm)
         gap = abs(d_a - d_r)
         ratio = max(d_a, d_r) / max(min(d_a, d_r), 1e-6)
-        # sizes far apart are a different nodule, unless the report points at the AI's slice
+        # sizes far apart are a different nodule, unless the report points at the AI's slice or lobe
         image_agrees = dz is not None and dz <= cfg.image_agree_mm
-        if ratio > cfg.max_size_ratio and gap > cfg.min_size_gap_mm and not image_agrees:
+        lobe_agrees = lobe_a is not None and lobe_a == lobe_r
+        if ratio > cfg.max_size_ratio and gap > cfg.min_size_gap_mm and not (image_agrees or lobe_agrees):
             return math.inf, None
         cost += cfg.size_cost_per_mm * gap
         terms.append(gap)

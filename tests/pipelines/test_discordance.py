@@ -181,6 +181,22 @@ def test_hedged_report_is_info_and_raises_priority():
     assert major_hedged.priority > major.priority and major_hedged.discordances[0].severity == "major"
 
 
+def test_one_hedged_sentence_is_one_flag():
+    # the parser may yield the same hedged sentence twice (e.g. two nouns in it): one info flag, not two
+    text = "Indeterminate 12 mm density in the right lower lobe; a nodule cannot be excluded."
+    cmp = compare([ai(d=12, lobe="RLL")], [rep("x", sizes=(12,), lobe="RLL", hedged=True, text=text),
+                                            rep("y", sizes=(12,), lobe="RLL", hedged=True, text=text)], INCIDENTAL)
+    assert [d.type for d in cmp.discordances].count("hedged_report") == 1
+
+
+def test_part_solid_core_is_not_invented_when_totals_agree():
+    # report 13 mm part-solid without a core size; AI 13.2 mm with a 5.96 mm core (rounds to 6.0: 4A).
+    # Scaling the core by 13/13.2 would give 5.87 (3) and a spurious flag; with agreeing totals it is copied.
+    cmp = compare([ai(d=13.2, comp="part-solid", solid=5.96, u=0.6)], [rep(sizes=(13,), comp="part-solid")],
+                  SCREENING)
+    assert cmp.discordances == [] and cmp.verdict == "concordant"
+
+
 def test_report_nodule_without_size_matched_to_a_follow_up_nodule():
     cmp = compare([ai(d=9)], [rep(sizes=())], INCIDENTAL)
     assert types(cmp) == [("borderline", "minor")]
