@@ -30,6 +30,8 @@ WANTED_KEYWORDS = (
 )
 _WANTED = {int(tag_for_keyword(k)) for k in WANTED_KEYWORDS}
 _LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"OV", b"UC", b"UR", b"SV", b"UV"}
+_VRS = {v.encode() for v in ("AE AS AT CS DA DS DT FL FD IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC "
+                              "UI UL UN UR US UT UV").split()}
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 _FALLBACK_TAGS = {0x52009229, 0x52009230}  # Shared / Per-frame Functional Groups: pydicom parses those
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -55,6 +57,8 @@ def _element_header(buf: bytes, pos: int, implicit: bool) -> tuple[int, bytes | 
     if implicit or g == 0xFFFE:
         return tag, None, _UNPACK_I(buf, pos + 4)[0], pos + 8
     vr = buf[pos + 4:pos + 6]
+    if vr not in _VRS:
+        raise _Fallback  # e.g. an implicit-VR body in a file that says explicit: pydicom copes with that
     if vr in _LONG_VRS:
         if pos + 12 > len(buf):
             raise _Fallback
