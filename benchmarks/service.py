@@ -119,7 +119,8 @@ def main() -> int:
     hw = hardware_info()
     out = args.out or REPO_ROOT / "benchmarks" / "results" / hardware_slug(hw) / "service.json"
     tmp = Path(tempfile.mkdtemp(prefix="preread-bench-service-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREREAD_")}
+    keep = ("PREREAD_MODEL", "PREREAD_BACKEND", "PREREAD_DEVICE")  # the model under test is the caller's choice
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREREAD_") or k in keep}
     env.update({"PREREAD_DATA_DIR": str(tmp / "data"), "PREREAD_WORKERS": str(args.workers),
                 "PREREAD_MAX_QUEUE": str(max(200, args.studies * 2)), "PREREAD_POLL_S": "0.5",
                 "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")})
@@ -163,6 +164,11 @@ def main() -> int:
             time.sleep(2.0)
         finish_wall = time.perf_counter() - t_fin
         idle, idle_err = asyncio.run(_reads(base, tokens["reader"], args.reads, args.read_concurrency))
+        model = None
+        done_ids = [i for i, s in states.items() if s == "done"]
+        if done_ids:
+            r = httpx.get(f"{base}/studies/{done_ids[0]}", headers={"Authorization": f"Bearer {tokens['reader']}"})
+            model = (r.json().get("result") or {}).get("model")
     finally:
         server.terminate()
         try:
@@ -175,6 +181,7 @@ def main() -> int:
     res = {
         "hardware": hw,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "model": model,
         "submissions": {"sent": args.studies, "accepted": len(ids), "by_status": statuses, "wall_s": round(sub_wall, 2),
                         **{f"latency_{k}": v for k, v in _summ(sub_lat).items()}},
         "finished": counts["done"], "failed": counts["failed"], "pending": counts["queued"] + counts["running"],
@@ -188,7 +195,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"hardware: {hw['cpu']} ({hw['cpu_count']} cores), gpu: {hw['gpu']}; preread {hw['versions']['preread']}, "
-          f"torch {hw['versions']['torch']}; workers {args.workers}; study {args.study.name}")
+          f"torch {hw['versions']['torch']}; workers {args.workers}; study {args.study.name}; model {model}")
     print(f"submissions: {args.studies} sent at once, accepted {len(ids)} {statuses}, "
           f"p50 {res['submissions']['latency_p50_ms']} ms, p95 {res['submissions']['latency_p95_ms']} ms")
     print(f"finished {counts['done']}, failed {counts['failed']}, pending {res['pending']}, lost {lost} "
