@@ -115,7 +115,7 @@ def make_study(seed: int, cfg: SynthConfig | None = None) -> SynthStudy:
     if cfg.ctdi_mgy is not None:
         ctdi = float(rng_geo.uniform(*cfg.ctdi_mgy))
     else:
-        ctdi = float(rng_geo.uniform(0.8, 3.0) if screening else rng_geo.uniform(5.0, 14.0))
+        ctdi = float(rng_geo.uniform(1.0, 3.0) if screening else rng_geo.uniform(5.0, 14.0))
     T = float(cfg.slice_thickness_mm[int(rng_geo.integers(len(cfg.slice_thickness_mm)))])
     n_in = min(cfg.rows, cfg.cols)
     max_half = n_in * cfg.pixel_spacing_mm[1] / 2.0 - 24.0
