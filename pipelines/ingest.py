@@ -144,10 +144,9 @@ def load_study(path: str | Path, *, series_uid: str | None = None, limits: Inges
     p = Path(path)
     t0 = time.perf_counter()
     try:
-        st = p.stat()
-    except OSError as ex:
-        raise IngestError(f"cannot open {p}: {ex.strerror or 'no such file or folder'}") from ex
-    del st
+        p.stat()
+    except (OSError, ValueError) as ex:
+        raise IngestError(f"cannot open {p}: {getattr(ex, 'strerror', None) or ex or 'no such file or folder'}") from ex
     if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES):
         vol, kind = _read_image_file(p, cfg)
         info = _image_series_info(vol, kind)
