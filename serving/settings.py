@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, le=20, description="tries per job before it ends as failed")
     lease_s: float = Field(default=300.0, gt=0, description="a running job whose worker is silent this long is retaken")
     heartbeat_s: float | None = Field(default=None, gt=0, description="lease renewal period; default lease_s / 3")
+    job_timeout_s: float = Field(default=3600.0, gt=0, description="a try running longer stops renewing its lease")
     poll_s: float = Field(default=1.0, gt=0, description="idle worker's wait between queue polls")
     retry_backoff_s: float = Field(default=5.0, ge=0, description="delay before a failed try is retried")
 

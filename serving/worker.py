@@ -63,15 +63,20 @@ def job_dir(settings: Settings, job_id: str) -> Path:
 class _Heartbeat(threading.Thread):
     """Renews the lease every ``period`` seconds; notes when the lease was lost."""
 
-    def __init__(self, queue: JobQueue, job_id: str, worker_id: str, period: float):
+    def __init__(self, queue: JobQueue, job_id: str, worker_id: str, period: float, timeout_s: float):
         super().__init__(daemon=True, name=f"heartbeat-{job_id[:8]}")
         self.queue, self.job_id, self.worker_id, self.period = queue, job_id, worker_id, period
+        self.deadline = time.monotonic() + timeout_s
         self.stage: str | None = None
         self.lost = False
         self._stop = threading.Event()
 
     def run(self) -> None:
         while not self._stop.wait(self.period):
+            if time.monotonic() > self.deadline:  # a hung try: let the lease lapse so another worker retakes it
+                self.lost = True
+                log.warning("job %s: try exceeded PREREAD_JOB_TIMEOUT_S; lease left to lapse", self.job_id)
+                return
             try:
                 if not self.queue.heartbeat(self.job_id, self.worker_id, self.stage):
                     self.lost = True
@@ -120,7 +125,8 @@ class Worker:
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        hb = _Heartbeat(self.queue, job.id, self.worker_id, self.settings.heartbeat_period_s)
+        hb = _Heartbeat(self.queue, job.id, self.worker_id, self.settings.heartbeat_period_s,
+                        self.settings.job_timeout_s)
         hb.start()
         log.info("job %s: try %d of %d", job.id, job.attempt, job.max_attempts)
         try:
@@ -190,6 +196,8 @@ class Worker:
             render_viewer_assets(study_path, data, out)
         except PrereadError as err:  # the result stands without slice images; the viewer says so
             log.warning("viewer images not rendered: %s", err.one_line())
+        except Exception as err:  # noqa: BLE001 - e.g. a SEG the reader does not understand: same as above
+            log.warning("viewer images not rendered: %s: %s", type(err).__name__, err)
 
 
 def main(argv: list[str] | None = None) -> int:
