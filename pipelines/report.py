@@ -45,8 +45,7 @@ _CHARACTERISATION = re.compile(
     r"likely|probably|most\s+likely|favou?r\w*|due\s+to|characteristic\s+of|typical\s+of|such\s+as|"
     r"suspicious\s+for|concerning\s+for|worrisome\s+for|c/w|like|than|thought\s+to\s+be|appearance\s+of|"
     r"features\s+of|consistent\s+with\s+(?:a\s+)?(?:benign|old|healed)|may\s+be|could\s+be|either)"
-    r"\s+(?:(?:a|an|the|small|old|healed|benign|calcified|prior|multiple|pulmonary|intrapulmonary|primary|or|"
-    r"metastatic)\s+){0,3}$", re.I)
+    r"\s+(?:[\w-]+\s+){0,3}$", re.I)
 _DEFINITE = re.compile(r"(?:\b(?:the|this|that|these|those|said|it|its|above|aforementioned)\s+(?:[\w-]+\s+){0,5})$", re.I)
 _PSEUDO_NEG = re.compile(
     r"(?<![\w-])(?:no\s+(?:significant\s+|appreciable\s+|definite\s+|interval\s+|measurable\s+|substantial\s+)?"
@@ -62,6 +61,7 @@ _INTERVAL = re.compile(
     r"(?<![\w.])(?P<a>\d{1,2})(?:\s*(?:-|to|or)\s*(?P<b>\d{1,2}))?[\s-]*(?P<u>months?|mos?\.?|years?|yrs?|weeks?|wks?)(?![\w])"
     r"|(?<![\w-])(?P<w>one|two|three|six|twelve)[\s-]+(?P<wu>months?|years?)(?![\w])"
     r"|(?<![\w-])(?P<ann>annual|yearly|one[- ]year|1[- ]year)(?![\w])", re.I)
+_WEAK_PRIOR = re.compile(r"previously\s+(?:described|seen|noted|reported|identified|demonstrated)\s+(?:[\w-]+\s+)?$", re.I)
 _WORD_NUM = {"one": 1, "two": 2, "three": 3, "six": 6, "twelve": 12}
 
 
@@ -162,7 +162,20 @@ def _parse(text: str, lex: Lexicon) -> ParsedReport:
     sentences = find_sentences(norm, lex)
     drafts: list[_Draft] = []
     prev_sentence_drafts: list[_Draft] = []
-    for sent in sentences:
+    block, last_section = 0, None
+    warnings: list[str] = []
+    for n_sent, sent in enumerate(sentences):
+        if len(drafts) >= lex.max_findings:
+            warnings.append(f"stopped after {len(drafts)} finding mentions (max_findings); sentences from character "
+                            f"{sent.start} on ({len(sentences) - n_sent} of {len(sentences)}) were not read")
+            log.warning("report parsing stopped at max_findings=%d", lex.max_findings)
+            break
+        # a new findings section after an impression starts a new report (concatenated reports stay apart)
+        if sent.section == "findings" and last_section == "impression":
+            block += 1
+        if sent.section in ("findings", "impression"):
+            last_section = sent.section
+        sent.block = block
         if sent.section not in _FINDING_SECTIONS and sent.section != "recommendation":
             prev_sentence_drafts = []
             continue
@@ -173,17 +186,45 @@ def _parse(text: str, lex: Lexicon) -> ParsedReport:
         drafts.extend(got)
         if got:
             prev_sentence_drafts = got
-    drafts = _dedupe(drafts)
+    by_block: dict[int, list[_Draft]] = {}
+    for d in drafts:
+        by_block.setdefault(d.sent.block, []).append(d)
+    drafts = [d for blk in sorted(by_block) for d in _dedupe(by_block[blk])]
     findings = [_to_finding(i, d, text) for i, d in enumerate(drafts, 1)]
     context = _context(norm, sentences, lex)
-    return ParsedReport(findings=findings, context=context, text=text)
+    return ParsedReport(findings=findings, context=context, text=text, warnings=warnings)
+
+
+_TARGET_STEMS = ("nodul", "mass", "lesion", "granulom", "metasta", "opacit", "densit", "ggo", "ggn", "spn")
+_PRONOUN_STEMS = ("it ", "this", "which", "measur", "size", "they", "these", "the lesion", "the nodule", "the mass", "the latter")
+
+
+def _worth_reading(low: str, topic: str | None, has_prev: bool) -> bool:
+    """Cheap test (substring search, no regex) that a sentence can hold a finding; most sentences cannot."""
+    if any(stem in low for stem in _TARGET_STEMS):
+        return True
+    if topic == "lung" and ("mm" in low or "cm" in low or "millim" in low or "centim" in low):
+        return True
+    return has_prev and low.lstrip().startswith(_PRONOUN_STEMS)
 
 
 def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]) -> list[_Draft]:
     s, e = sent.start, sent.end
+    if not _worth_reading(norm[s:e].lower(), sent.topic, bool(prev)):
+        return []
     anchors = find_anchors(norm, s, e, lex)
     sizes = find_sizes(norm, s, e, lex)
     if not anchors and not sizes:
+        if prev and _PRONOUN_START.match(norm[s:e]):
+            host = prev[-1]
+            masked = lex.composition_excluded.sub(lambda m: " " * len(m.group()), norm[s:e])
+            for name, rx in lex.composition:
+                if rx.search(masked):
+                    host.composition = _merge_composition(host.composition, name)
+            for name, rx in lex.stability:
+                if host.stability is None and name != "resolved" and rx.search(norm, s, e):
+                    host.stability = name
+            host.hedged = host.hedged or bool(lex.hedge.search(norm, s, e))
         return []
     # sizes inside an anchor or image-ref word are not sizes
     locs = find_locations(norm, s, e)
@@ -192,9 +233,18 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
     sent_text = norm[s:e]
     breaks = [m.start() + s for m in _CLAUSE_BREAK.finditer(sent_text)]
 
+    # a distractor that only characterises ("likely an intrapulmonary lymph node") owns nothing
+    anchors = [a for a in anchors if a.target or not _CHARACTERISATION.search(norm[max(s, a.start - 60):a.start])]
+    if not anchors and not sizes:
+        return []
+    lung_in_sentence = bool(lex.lung_words.search(norm, s, e))
+    first_organ = None if lung_in_sentence else lex.organ_subjects.search(norm, s, e)
     for a in anchors:
         if a.target:
-            a.pulmonary = _is_pulmonary(norm, a, s, e, sent, lex, breaks)
+            a.pulmonary = _is_pulmonary(norm, a, s, e, sent, lex, lung_in_sentence)
+            if first_organ is not None and first_organ.start() < a.start:
+                a.pulmonary = False
+    recommends = bool(lex.recommendation.search(norm, s, e))
 
     starts = [a.start for a in anchors]
     ends = [a.end for a in anchors]
@@ -202,6 +252,9 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
     # --- sizes → anchors
     for z in sizes:
         z.owner = _size_owner(norm, z, anchors, starts, ends, s, e, breaks)
+        if z.solid_component:  # "14 mm with a 5 mm solid component": the component belongs to the nodule before it
+            before = [i for i, a in enumerate(anchors) if a.target and a.end <= z.start]
+            z.owner = before[-1] if before else z.owner
 
     # --- drafts from pulmonary target anchors
     drafts: dict[int, _Draft] = {}
@@ -237,9 +290,14 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
     if not drafts:
         return []
 
-    # --- locations, image refs, composition, stability → nearest anchor
+    # --- locations, image refs, composition, stability → nearest anchor ("left lower lobe 6 mm nodule":
+    # a size written before its noun belongs to the noun's span)
+    ext_starts = list(starts)
+    for z in sizes:
+        if z.owner is not None and z.owner >= 0 and z.end <= anchors[z.owner].start:
+            ext_starts[z.owner] = min(ext_starts[z.owner], z.start)
     for loc in locs:
-        loc.owner = _nearest_anchor(loc.start, loc.end, anchors, starts, ends, breaks)
+        loc.owner = _nearest_anchor(loc.start, loc.end, anchors, ext_starts, ends, breaks)
         if loc.owner == -2 and -1 in drafts:
             loc.owner = -1
         if loc.owner is None and -1 in drafts:
@@ -254,8 +312,9 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
         if owner in drafts:
             drafts[owner].refs.append(ref)
     masked = lex.composition_excluded.sub(lambda m: " " * len(m.group()), norm[s:e])
-    for name, rx in lex.composition:
-        for m in rx.finditer(masked):
+    for m in lex.composition_re.finditer(masked):
+        name = lex.composition_names[int(m.lastgroup[1:])]
+        if True:
             a0, a1 = m.start() + s, m.end() + s
             if any(a.start <= a0 < a.end and a.target for a in anchors) and name != "calcified":
                 own = [i for i, a in enumerate(anchors) if a.start <= a0 < a.end]
@@ -268,8 +327,9 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
                 d = drafts[owner]
                 # part-solid beats solid; ground-glass beats solid; calcified beats everything
                 d.composition = _merge_composition(d.composition, name)
-    for name, rx in lex.stability:
-        for m in rx.finditer(norm, s, e):
+    for m in lex.stability_re.finditer(norm, s, e):
+        name = lex.stability_names[int(m.lastgroup[1:])]
+        if True:
             owner = _nearest_anchor(m.start(), m.end(), anchors, starts, ends, breaks, inside_ok=True)
             if owner is None and -1 in drafts:
                 owner = -1
@@ -280,6 +340,10 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
 
     # --- per draft: negation, hedging, count, qualifiers
     neg_masked = _PSEUDO_NEG.sub(lambda m: "#" * len(m.group()), norm[s:e])
+    size_masked = list(norm[s:e])
+    for z in sizes:
+        size_masked[z.start - s:z.end - s] = "#" * (z.end - z.start)
+    size_masked = "".join(size_masked)
     for i, d in drafts.items():
         a = d.anchor
         if a is None:
@@ -288,11 +352,13 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
         clause_s, clause_e = _clause(a.start, a.end, s, e, breaks)
         d.negated = _negated(neg_masked, a, s, clause_s, clause_e, lex, sizes)
         d.hedged = _hedged(norm, a.start, a.end, clause_s, clause_e, lex)
-        if d.negated and re.search(r"\bnew\b", norm[clause_s:a.start], re.I):
+        if d.negated and re.search(r"\b(?:other|additional|further|more|remaining)\b", norm[max(clause_s, a.start - 30):a.start], re.I):
+            d.kind = "drop"  # "no other nodules": closes a list, says nothing of its own
+        if d.negated and re.search(r"\bnew\b", norm[max(clause_s, a.start - 80):a.start], re.I):
             d.stability = d.stability or "new"
         if d.negated and d.stability == "new":
             d.neg_scope = "new"
-        before = norm[max(clause_s, a.start - 60):a.start]
+        before = size_masked[max(clause_s, a.start - 60) - s:a.start - s]
         np_before = re.split(r"[,;:().]|\b(?:and|or|with|in|of|is|are)\b", before)[-1]
         d.count, d.count_qualifier = _count(np_before, a, lex, sizes)
         q = lex.size_qualifiers.search(np_before)
@@ -309,15 +375,20 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
         pre = norm[max(s, a.start - 60):a.start]
         if _CHARACTERISATION.search(pre) and not d.sizes:
             d.summary = True
-            d.kind = d.kind if d.kind != "drop" else "drop"
             setattr(d, "_characterisation", True)
+            if lex.hedge.search(pre) or re.search(r"\b(?:may|might|could)\b", pre, re.I):
+                setattr(d, "_hedged_characterisation", True)
         elif _DEFINITE.search(norm[max(s, a.start - 50):a.start]) and not d.sizes and not d.negated:
             setattr(d, "_definite", True)
-        if lex.recommendation.search(norm[s:e]) and not d.sizes and not d.negated:
+        if recommends and not d.sizes and not d.negated:
             d.summary = True
         if d.negated:
             d.count = 0
 
+    for d in drafts.values():
+        # "the previously described 6 mm nodule ... has resolved / is again seen": that size is the finding's own
+        if not d.sizes and d.priors and all(_WEAK_PRIOR.search(norm[max(s, z.start - 40):z.start]) for z in d.priors):
+            d.sizes, d.priors = d.priors, []
     out = [d for i, d in sorted(drafts.items(), key=lambda kv: kv[1].start) if d.kind != "drop"]
     out = _merge_in_sentence(out, prev)
     out = _split_multi(out)
@@ -326,7 +397,7 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
     return out
 
 
-def _is_pulmonary(norm: str, a: Anchor, s: int, e: int, sent: Sentence, lex: Lexicon, breaks: list[int]) -> bool:
+def _is_pulmonary(norm: str, a: Anchor, s: int, e: int, sent: Sentence, lex: Lexicon, lung_here: bool) -> bool:
     before = norm[max(s, a.start - 40):a.start]
     np_before = re.split(r"[,;:().]|\b(?:and|or|with|in|of|is|are|was|were|the)\b", before)[-1]
     for m in lex.organ_modifiers.finditer(np_before):
@@ -335,19 +406,19 @@ def _is_pulmonary(norm: str, a: Anchor, s: int, e: int, sent: Sentence, lex: Lex
         if word == "pleural" and (tail.startswith("-based") or tail.startswith(" based")):
             continue
         return False
-    after = norm[a.end:min(e, a.end + 45)]
-    m = re.match(r"^\s*(?:[\w-]+\s+){0,2}?(?:in|of|within|involving|at|along|arising\s+from|from)\s+(?:the\s+)?"
-                 r"(?:(?:left|right|upper|lower|ventral|dorsal|posterior|anterior|inferior|superior)\s+)?(?:[\w-]+\s+)?", after, re.I)
-    if m:
-        rest = after[m.end():]
-        mo = lex.organ_modifiers.match(rest) or lex.distractors.match(rest)
-        if mo and not lex.lung_words.match(rest):
-            word = mo.group().lower()
-            if not (word == "pleural" and rest[mo.end():mo.end() + 6].lstrip("-").startswith("based")):
-                return False
-    clause_s, clause_e = _clause(a.start, a.end, s, e, breaks)
-    lung_here = bool(lex.lung_words.search(norm, clause_s, a.start) or lex.lung_words.search(norm, a.end, clause_e)
-                     or lex.lung_words.search(norm[s:e]))
+    after = re.split(r"[,;:.()]", norm[a.end:min(e, a.end + 50)])[0]
+    for m in re.finditer(r"\b(?:in|of|within|involving|at|along|from)\s+(?:the\s+)?"
+                         r"(?:(?:left|right|upper|lower|ventral|dorsal|posterior|anterior|inferior|superior)\s+)?"
+                         r"(?:[\w-]+\s+)?", after, re.I):
+        if re.search(r"\b(?:measur\w*|is|are|was|were)\b", after[:m.start()], re.I):
+            break
+        rest = after[m.end() - len(m.group()) + len(re.match(r"\w+\s+(?:the\s+)?", m.group()).group()):]
+        for rx in (lex.organ_modifiers, lex.organ_subjects):
+            mo = rx.match(rest) or rx.match(after[m.end():])
+            if mo and not lex.lung_words.match(rest):
+                word = mo.group().lower()
+                if not (word == "pleural" and after[m.end():].find("based") != -1):
+                    return False
     if sent.topic == "other" and not lung_here:
         return False
     if a.needs_lung:
@@ -374,28 +445,17 @@ def _size_owner(norm: str, z: SizeMention, anchors: list[Anchor], starts: list[i
                 or re.search(r"\d", gap):
             break
         return i
-    # 2. the nearest noun before it in the clause: "nodule ... measuring 6 mm"
+    # 2. the nearest noun before it in the clause: "nodule ... measuring 6 mm" (anchors never overlap: ends sorted)
     cs, ce = _clause(z.start, z.end, s, e, breaks)
     j = bisect.bisect_right(ends, z.start) - 1
-    # ends is not sorted strictly with starts for overlapping anchors; scan back a few
-    best = None
-    for k in range(len(anchors) - 1, -1, -1):
-        a = anchors[k]
-        if a.end <= z.start and a.start >= cs:
-            best = k
-            break
-    del j
-    if best is not None:
-        return best
+    if j >= 0 and anchors[j].start >= cs:
+        return j
     # 3. the nearest noun after it in the clause: "Measuring 6 mm, a nodule ..."
     k = bisect.bisect_left(starts, z.end)
     if k < len(anchors) and anchors[k].start < ce and anchors[k].start - z.end <= 80:
         return k
     # 4. any noun before it in the sentence
-    for k in range(len(anchors) - 1, -1, -1):
-        if anchors[k].end <= z.start:
-            return k
-    return None
+    return j if j >= 0 else None
 
 
 def _nearest_anchor(p0: int, p1: int, anchors: list[Anchor], starts: list[int], ends: list[int],
@@ -405,16 +465,17 @@ def _nearest_anchor(p0: int, p1: int, anchors: list[Anchor], starts: list[int], 
         return None
     k = bisect.bisect_left(starts, p0)
     best, best_d = None, None
-    for idx in range(max(0, k - 4), min(len(anchors), k + 4)):
+    for idx in range(max(0, k - 5), min(len(anchors), k + 5)):
         a = anchors[idx]
-        if a.start <= p0 < a.end or (a.start < p1 <= a.end):
+        a_start = starts[idx]
+        if a_start <= p0 < a.end or (a_start < p1 <= a.end):
             if inside_ok:
                 return idx
             d = 0.0
         elif a.end <= p0:
             d = p0 - a.end
         else:
-            d = (a.start - p1) * 2.0
+            d = (a_start - p1) * 2.0
         lo, hi = (a.end, p0) if a.end <= p0 else (p1, a.start)
         if any(lo <= b < hi for b in breaks):
             d += 200
@@ -516,7 +577,8 @@ def _merge_in_sentence(drafts: list[_Draft], prev: list[_Draft]) -> list[_Draft]
             if _loc_compatible(cand, d):
                 host = cand
         if host is not None:
-            host.composition = _merge_composition(host.composition, d.composition) if d.composition else host.composition
+            if d.composition and not getattr(d, "_hedged_characterisation", False):
+                host.composition = _merge_composition(host.composition, d.composition)
             host.hedged = host.hedged or (d.hedged and char)
             host.locs.extend(d.locs)
             host.refs.extend(d.refs)
@@ -554,6 +616,9 @@ def _split_multi(drafts: list[_Draft]) -> list[_Draft]:
     """"Two nodules measuring 4 and 6 mm" → two findings, each with its own size, location and image."""
     out: list[_Draft] = []
     for d in drafts:
+        n_lobes_after = len([l for l in d.locs if l.start > d.end and l.lobe])
+        if d.largest and len(d.sizes) >= 2 and n_lobes_after == len(d.sizes):
+            d.largest = False
         if len(d.sizes) < 2 or d.largest:
             if len(d.sizes) > 1:
                 d.sizes = [max(d.sizes, key=lambda z: max(z.axes_mm))]
@@ -562,18 +627,16 @@ def _split_multi(drafts: list[_Draft]) -> list[_Draft]:
         sizes = sorted(d.sizes, key=lambda z: z.start)
         priors = sorted(d.priors, key=lambda z: z.start)
         locs = sorted(d.locs, key=lambda l: l.start)
-        after_anchor = [l for l in locs if l.start >= sizes[0].start - 40 and (l.lobe or l.side) and l.start > d.end]
+        after_anchor = [l for l in locs if l.start > d.end and l.lobe]
+        if len(after_anchor) != len(sizes):
+            after_anchor = [l for l in locs if l.start >= sizes[0].start - 40 and (l.lobe or l.side) and l.start > d.end]
         paired: dict[int, list[LocMention]] = {i: [] for i in range(len(sizes))}
         shared = [l for l in locs if l not in after_anchor]
         if after_anchor and len(after_anchor) == len(sizes):
-            loc_first = after_anchor[0].start < sizes[0].start
             for i, l in enumerate(after_anchor):
                 paired[i].append(l)
-            del loc_first
         else:
-            for l in after_anchor:
-                i = min(range(len(sizes)), key=lambda k: abs(sizes[k].start - l.start))
-                paired[i].append(l)
+            shared = locs
         for i, z in enumerate(sizes):
             nd = _Draft(anchor=d.anchor, start=d.start, end=d.end, sent=d.sent, kind=d.kind, sizes=[z],
                         composition=d.composition, stability=d.stability, negated=d.negated, hedged=d.hedged,
@@ -602,6 +665,9 @@ def _mean(axes: list[float]) -> float:
 
 def _sizes_equal(a: _Draft, b: _Draft) -> bool:
     x, y = a.sizes[0].axes_mm, b.sizes[0].axes_mm
+    if (len(x) == 1) != (len(y) == 1):  # "9 x 7 mm" in the findings, "9 mm" in the impression
+        single, axes = (x[0], y) if len(x) == 1 else (y[0], x)
+        return abs(single - max(axes)) <= 0.5 or abs(single - _mean(axes)) <= 0.5
     return abs(max(x) - max(y)) <= 0.5 and abs(_mean(x) - _mean(y)) <= 0.75
 
 
@@ -619,7 +685,8 @@ def _dedupe(drafts: list[_Draft]) -> list[_Draft]:
     result = list(primary)
     for d in later:
         best, best_score = None, 0
-        for i, p in enumerate(result):
+        for i in range(max(0, len(result) - 200), len(result)):  # bounded: a report has no more findings than this
+            p = result[i]
             sc = _dup_score(p, d)
             if sc > best_score and (i not in used or d.summary):
                 best, best_score = i, sc
@@ -662,8 +729,11 @@ def _dup_score(p: _Draft, d: _Draft) -> int:
         sc = 1
     if sc == 0 and not d.sizes and not ld and not p.sizes and not lp and p.kind == d.kind:
         sc = 1
-    if (p.sizes and not d.sizes and not ld) and not d.summary:
-        return 0
+    if p.sizes and not d.sizes and not ld and not d.summary:
+        # a bare impression line ("Calcified granuloma, benign.") restates a finding of the same kind
+        if d.sent.section == "impression" and p.kind == d.kind and sc == 0:
+            return 2 if d.composition and d.composition == p.composition else (1 if not d.composition else 0)
+        return sc if sc and not ld else 0
     return sc
 
 
@@ -727,7 +797,7 @@ def _to_finding(n: int, d: _Draft, text: str) -> ReportFinding:
         extra["size_range_mm"] = size.range_mm
     if d.size_qualifier:
         extra["size_qualifier"] = d.size_qualifier
-    if d.count_qualifier:
+    if d.count_qualifier and (d.count != 1 or d.count_qualifier in ("single", "solitary", "isolated")):
         extra["count_qualifier"] = d.count_qualifier
     if d.solid:
         extra["solid_component_mm"] = max(d.solid[0].axes_mm)
@@ -735,6 +805,8 @@ def _to_finding(n: int, d: _Draft, text: str) -> ReportFinding:
         extra["size_of"] = "largest"
     if d.negated:
         extra["negation_scope"] = d.neg_scope
+    if d.anchor is not None:
+        extra["mention_span"] = [d.anchor.start, d.anchor.end]
     if d.extra_spans:
         extra["other_spans"] = d.extra_spans
     return ReportFinding(

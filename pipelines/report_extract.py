@@ -34,7 +34,7 @@ _VOLUME_AFTER = re.compile(r"^\s*(?:\^?[23]|[²³]|/s|hg)", _I)
 _SOLID_AFTER = re.compile(r"^\s*(?:solid|soft[- ]tissue)\s+(?:component|portion|part)", _I)
 _SOLID_BEFORE = re.compile(r"(?:solid|soft[- ]tissue)\s+(?:component|portion|part)\s*(?:of|measuring|measures|which\s+measures|is|:)?"
                            r"\s*(?:approximately\s+|about\s+|up\s+to\s+)?$", _I)
-_RANGE_NOT_PRIOR = re.compile(r"(?:rang\w*\s+(?:in\s+size\s+)?from|between|sized?\s+from|measuring\s+from)\s*$", _I)
+_RANGE_NOT_PRIOR = re.compile(r"(?:rang\w*\s+(?:in\s+size\s+)?from|between|measuring\s+from)\s*$", _I)
 
 
 @dataclass
@@ -129,23 +129,17 @@ class Anchor:
 
 
 def find_anchors(norm: str, s: int, e: int, lex: Lexicon) -> list[Anchor]:
-    taken: list[tuple[int, int]] = []
+    """Target and distractor nouns in [s, e), in order, never overlapping (one regex pass)."""
     anchors: list[Anchor] = []
-    for rx, spec in lex.targets:
-        for m in rx.finditer(norm, s, e):
-            if any(a < m.end() and m.start() < b for a, b in taken):
-                continue
-            word = m.group()
-            taken.append((m.start(), m.end()))
-            anchors.append(Anchor(m.start(), m.end(), True, spec.kind, spec.composition,
-                                  plural=_plural(word), needs_focal=spec.needs_focal,
-                                  needs_lung=spec.needs_lung_context, text=word))
-    for m in lex.distractors.finditer(norm, s, e):
-        if any(a < m.end() and m.start() < b for a, b in taken):
+    for m in lex.anchor_re.finditer(norm, s, e):
+        word = m.group()
+        if m.group("D") is not None:
+            anchors.append(Anchor(m.start(), m.end(), False, text=word))
             continue
-        taken.append((m.start(), m.end()))
-        anchors.append(Anchor(m.start(), m.end(), False, text=m.group()))
-    anchors.sort(key=lambda a: a.start)
+        i = int(m.lastgroup[1:])
+        spec = lex.targets[i][1]
+        anchors.append(Anchor(m.start(), m.end(), True, spec.kind, spec.composition, plural=_plural(word),
+                              needs_focal=spec.needs_focal, needs_lung=spec.needs_lung_context, text=word))
     return anchors
 
 
@@ -195,8 +189,14 @@ class LocMention:
     owner: int | None = None
 
 
+_LOC_HINT = re.compile(r"right|left|lobe|RUL|RML|RLL|LUL|LLL|lingul|bilateral|both|bibas|biapical|segment|S\d|each\s+lung|"
+                       r"throughout|rt\.|lt\.", _I)
+
+
 def find_locations(norm: str, s: int, e: int) -> list[LocMention]:
     out: list[LocMention] = []
+    if not _LOC_HINT.search(norm, s, e):
+        return out
     for m in _LOBE_FULL.finditer(norm, s, e):
         g = m.groupdict()
         loc = LocMention(m.start(), m.end())
@@ -247,11 +247,12 @@ def _lobe(side: str, level: str) -> str | None:
 
 _IMG_W = r"(?:images?|img\.?|im\.?|ima|slices?|i)"
 _SER_W = r"(?:series|ser\.?|se\.?|s)"
+_END = r"(?![\w]|\.\d)"
 _IMAGE_REFS = [
-    (re.compile(rf"(?<![\w]){_SER_W}\s*#?\s*(?P<s>\d{{1,4}})\s*[,/;:]?\s*(?:and\s+)?{_IMG_W}\s*#?\s*(?P<i>\d{{1,5}})(?![\w.])", _I), "si"),
-    (re.compile(rf"(?<![\w]){_IMG_W}\s*#?\s*(?P<i>\d{{1,5}})\s*(?:of|on|in|,|/)?\s*{_SER_W}\s*#?\s*(?P<s>\d{{1,4}})(?![\w.])", _I), "is"),
-    (re.compile(rf"(?<![\w])(?:images?|img\.?|im\.?|ima)\s*#?\s*(?P<s>\d{{1,4}})\s*[-:/]\s*(?P<i>\d{{1,5}})(?![\w.])", _I), "si"),
-    (re.compile(rf"(?<![\w])(?:images?|img\.?|im\.?|ima|slice)\s*(?:number|no\.?|nr\.?)?\s*#?\s*(?P<i>\d{{1,5}})(?![\w.])", _I), "i"),
+    (re.compile(rf"(?<![\w]){_SER_W}\s*#?\s*(?P<s>\d{{1,4}})\s*[,/;:]?\s*(?:and\s+)?{_IMG_W}\s*#?\s*(?P<i>\d{{1,5}}){_END}", _I), "si"),
+    (re.compile(rf"(?<![\w]){_IMG_W}\s*#?\s*(?P<i>\d{{1,5}})\s*(?:of|on|in|,|/)?\s*{_SER_W}\s*#?\s*(?P<s>\d{{1,4}}){_END}", _I), "is"),
+    (re.compile(rf"(?<![\w])(?:images?|img\.?|im\.?|ima)\s*#?\s*(?P<s>\d{{1,4}})\s*[-:/]\s*(?P<i>\d{{1,5}}){_END}", _I), "si"),
+    (re.compile(rf"(?<![\w])(?:images?|img\.?|im\.?|ima|slice)\s*(?:number|no\.?|nr\.?)?\s*#?\s*(?P<i>\d{{1,5}}){_END}", _I), "i"),
     (re.compile(r"\(\s*(?P<s>\d{1,3})\s*[-:/]\s*(?P<i>\d{1,4})\s*\)"), "si"),
 ]
 
@@ -265,8 +266,13 @@ class ImageRefMention:
     owner: int | None = None
 
 
+_REF_HINT = re.compile(r"\b(?:im|ima|img|images?|slices?|se|ser|series|s\d{1,4}|i\d)|\(\s*\d", _I)
+
+
 def find_image_refs(norm: str, s: int, e: int) -> list[ImageRefMention]:
     out: list[ImageRefMention] = []
+    if not _REF_HINT.search(norm, s, e):
+        return out
     for rx, kind in _IMAGE_REFS:
         for m in rx.finditer(norm, s, e):
             if any(r.start < m.end() and m.start() < r.end for r in out):

@@ -80,6 +80,7 @@ class LexiconFile(BaseModel):
     targets: list[TargetSpec]
     focal_words: str
     distractors: str
+    organ_subjects: str
     organ_modifiers: str
     lung_words: str
     sections: dict[str, str]
@@ -103,6 +104,7 @@ class LexiconFile(BaseModel):
     no_follow_up: str
     max_bytes: int = Field(gt=0)
     max_sentence_chars: int = Field(gt=100)
+    max_findings: int = Field(gt=0)
 
 
 class Lexicon:
@@ -111,9 +113,14 @@ class Lexicon:
     def __init__(self, spec: LexiconFile):
         self.spec = spec
         self.targets = [(_words(t.pattern), t) for t in spec.targets]
+        # one pass finds every target and distractor noun: targets first, so they win at the same position
+        groups = [f"(?P<t{i}>{_alt(t.pattern)})" for i, t in enumerate(spec.targets)]
+        groups.append(f"(?P<D>{_alt(spec.distractors)})")
+        self.anchor_re = re.compile(rf"(?<![\w-])(?:{'|'.join(groups)})(?![\w])", _FLAGS)
         self.focal = _words(spec.focal_words)
         self.distractors = _words(spec.distractors)
         self.organ_modifiers = _words(spec.organ_modifiers)
+        self.organ_subjects = _words(spec.organ_subjects)
         self.lung_words = _words(spec.lung_words)
         self.sections = {k: re.compile(rf"(?:{v})", _FLAGS) for k, v in spec.sections.items()}
         self.lung_headers = re.compile(rf"(?:{_alt(spec.lung_headers)})", _FLAGS)
@@ -130,8 +137,16 @@ class Lexicon:
             + r"))(?![\w])", _FLAGS)
         self.plural_default_count = spec.plural_default_count
         self.composition = [(k, _words(v)) for k, v in spec.composition.items()]
+        self.composition_names = list(spec.composition)
+        self.composition_re = re.compile(
+            r"(?<![\w-])(?:" + "|".join(f"(?P<c{i}>{_alt(v)})" for i, v in enumerate(spec.composition.values()))
+            + r")(?![\w])", _FLAGS)
         self.composition_excluded = _words(spec.composition_excluded)
         self.stability = [(k, _words(v)) for k, v in spec.stability.items()]
+        self.stability_names = list(spec.stability)
+        self.stability_re = re.compile(
+            r"(?<![\w-])(?:" + "|".join(f"(?P<s{i}>{_alt(v)})" for i, v in enumerate(spec.stability.values()))
+            + r")(?![\w])", _FLAGS)
         self.size_qualifiers = _words(spec.size_qualifiers)
         self.bounds = [(k, re.compile(rf"(?:{_alt(v)})\s*$", _FLAGS)) for k, v in spec.bounds.items()]
         self.prior_before = re.compile(rf"(?<![\w-])(?:{_alt(spec.prior_before)})\s*[:(]?\s*(?:measur\w*\s+|at\s+|of\s+)?"
@@ -144,6 +159,7 @@ class Lexicon:
         self.no_follow_up = _words(spec.no_follow_up)
         self.max_bytes = spec.max_bytes
         self.max_sentence_chars = spec.max_sentence_chars
+        self.max_findings = spec.max_findings
 
 
 def _alt(pattern: str) -> str:

@@ -98,10 +98,46 @@ class Sentence:
     end: int
     section: str  # findings | impression | history | technique | comparison | recommendation | exam | other
     topic: str | None  # "lung" | "other" | None: from an organ header such as "Lungs:" or "Upper abdomen:"
+    block: int = 0  # which report, when several are concatenated (a findings section after an impression)
 
 
-_HEADER = re.compile(
-    r"(?:(?<=\n)|^|(?<=[,.;]\s)|(?<=[,.;])|(?<=\s\s))[ \t]*(?P<name>[A-Za-z][A-Za-z0-9 /&()'-]{0,48}?)[ \t]*:(?!\d)", re.M)
+_COLON = re.compile(r":(?!\d)")
+# the header before a colon: after a line break, a ", " / ". " / "; ", or two spaces (MTSamples style)
+_HEADER_BEFORE = re.compile(r"(?:\n|[,.;]\s?|\s\s)[ \t]*(?P<name>[A-Za-z][A-Za-z0-9 /&()'-]{0,48}?)[ \t]*$")
+
+
+class _HeaderMatch:
+    __slots__ = ("_start", "_end", "_name")
+
+    def __init__(self, start: int, end: int, name: str):
+        self._start, self._end, self._name = start, end, name
+
+    def start(self) -> int:
+        return self._start
+
+    def end(self) -> int:
+        return self._end
+
+    def group(self, _name: str) -> str:
+        return self._name
+
+
+def _header_candidates(norm: str):
+    """Colons, and the header words before each (a colon search is much cheaper than a header regex)."""
+    for c in _COLON.finditer(norm):
+        i = c.start()
+        lo = max(0, i - 52)
+        window = ("\n" if lo == 0 else "") + norm[lo:i]
+        m = _HEADER_BEFORE.search(window)
+        if m is None:
+            continue
+        off = lo - (1 if lo == 0 else 0)
+        name_start = m.start("name") + off
+        # the header's own start: back over spaces/tabs to the separator
+        start = name_start
+        while start > 0 and norm[start - 1] in " \t":
+            start -= 1
+        yield _HeaderMatch(start, i + 1, m.group("name"))
 _UPPER_HEADER_MIN = 3
 
 
@@ -110,6 +146,11 @@ def find_sentences(norm: str, lex: Lexicon) -> list[Sentence]:
     headers = _find_headers(norm, lex)
     sentences: list[Sentence] = []
     section, topic = "findings", None
+    title = _title_line(norm, headers, lex)
+    if title is not None:
+        sentences.append(Sentence(title[0], title[1], "exam", None))
+        headers = [h for h in headers if h[0] >= title[1]]
+        headers.insert(0, (title[0], title[1], None, None))
     bounds = headers + [(len(norm), len(norm), None, None)]
     pos = 0
     for h_start, h_end, h_section, h_topic in bounds:
@@ -124,12 +165,28 @@ def find_sentences(norm: str, lex: Lexicon) -> list[Sentence]:
     return sentences
 
 
+_TITLE_WORDS = re.compile(r"(?<![\w])(?:CT|LDCT|computed\s+tomography|exam|examination|thorax|chest|screening)(?![\w])", re.I)
+_SIZE_HINT = re.compile(r"\d\s*(?:mm|cm)\b|nodul|mass|lesion", re.I)
+
+
+def _title_line(norm: str, headers: list, lex: Lexicon) -> tuple[int, int] | None:
+    """The exam title: a short first line before any header that names the exam and no finding."""
+    s = len(norm) - len(norm.lstrip())
+    e = norm.find("\n", s)
+    e = len(norm) if e < 0 else e
+    if e - s > 100 or e >= len(norm.rstrip()) or (headers and headers[0][0] < e):
+        return None
+    line = norm[s:e]
+    if _TITLE_WORDS.search(line) and not _SIZE_HINT.search(line):
+        return (s, e)
+    return None
+
+
 def _find_headers(norm: str, lex: Lexicon) -> list[tuple[int, int, str | None, str | None]]:
     out = []
-    for m in _HEADER.finditer(norm):
+    for m in _header_candidates(norm):
         name = m.group("name").strip()
-        at_line_start = m.start() == 0 or norm[m.start() - 1] == "\n" or norm[:m.start()].endswith("\n") \
-            or _line_prefix_blank(norm, m.start())
+        at_line_start = m.start() == 0 or norm[m.start() - 1] == "\n" or _line_prefix_blank(norm, m.start())
         if not at_line_start and not (name.isupper() and len(name) >= _UPPER_HEADER_MIN):
             continue
         sec = None
@@ -157,7 +214,9 @@ def _find_headers(norm: str, lex: Lexicon) -> list[tuple[int, int, str | None, s
 
 
 def _line_prefix_blank(norm: str, i: int) -> bool:
-    j = norm.rfind("\n", 0, i)
+    j = norm.rfind("\n", max(0, i - 200), i)
+    if j < 0 and i > 200:
+        return False
     return norm[j + 1:i].strip() == ""
 
 
@@ -186,15 +245,19 @@ def _split(norm: str, start: int, end: int, section: str, topic: str | None, max
     return out
 
 
+_ALNUM = re.compile(r"[^\W_]")
+_LIST_NUMBER = re.compile(r"\(?\d{1,2}[.)]")
+
+
 def _emit(norm: str, s: int, e: int, section: str, topic: str | None, max_chars: int, out: list[Sentence]) -> None:
     while s < e and norm[s] in " \t\n,;-*•":
         s += 1
     while e > s and norm[e - 1] in " \t\n":
         e -= 1
-    if e <= s or not any(ch.isalnum() for ch in norm[s:e]):
+    if e <= s or not _ALNUM.search(norm, s, e):
         return
     # a list number ("1.") alone is no sentence
-    if re.fullmatch(r"\(?\d{1,2}[.)]", norm[s:e]):
+    if e - s <= 4 and _LIST_NUMBER.fullmatch(norm, s, e):
         return
     while e - s > max_chars:  # pathological run-on text: cut at a space so every piece stays bounded
         cut = norm.rfind(" ", s + max_chars // 2, s + max_chars)

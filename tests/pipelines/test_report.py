@@ -1,0 +1,400 @@
+"""Report parsing: sizes, what they belong to, negation, hedging, location, history, context, input robustness."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from pipelines.errors import ReportParseError
+from pipelines.report import ParsedReport, parse_report, parse_report_file
+from pipelines.types import ReportContext, ReportFinding
+
+
+def one(text: str) -> ReportFinding:
+    parsed = parse_report(text)
+    assert len(parsed.findings) == 1, [f.model_dump() for f in parsed.findings]
+    return parsed.findings[0]
+
+
+def sizes(text: str) -> list[list[float]]:
+    return [f.size_mm for f in parse_report(text).findings if f.size_mm]
+
+
+# ------------------------------------------------------------------------------------------- contract
+
+def test_public_types_and_spans_index_the_original_text():
+    text = "FINDINGS:\r\nA 1.2\u00d70.9 cm part\u2010solid nodule in the left upper lobe (series 3, image 45).\r\n"
+    parsed = parse_report(text)
+    assert isinstance(parsed, ParsedReport) and isinstance(parsed.context, ReportContext)
+    f = parsed.findings[0]
+    assert isinstance(f, ReportFinding)
+    assert text[f.span[0]:f.span[1]] == f.text
+    assert text[f.mention_span[0]:f.mention_span[1]] == "nodule"
+    assert f.size_mm == [12.0, 9.0] and f.mean_diameter_mm == 10.5
+    assert f.composition == "part-solid" and f.location.lobe == "LUL" and f.location.side == "left"
+    assert (f.image_ref.series, f.image_ref.image) == (3, 45)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("A 7 mm nodule in the right upper lobe.", [[7.0]]),
+    ("A 0.7 cm nodule in the right upper lobe.", [[7.0]]),
+    ("A 7-millimeter nodule in the right upper lobe.", [[7.0]]),
+    ("Right upper lobe nodule 8 x 6 mm.", [[8.0, 6.0]]),
+    ("Right upper lobe nodule 8 mm x 6 mm.", [[8.0, 6.0]]),
+    ("A 1.2 x 0.9 x 0.8 cm nodule in the right upper lobe.", [[12.0, 9.0, 8.0]]),
+    ("3-4 mm nodule in the right upper lobe.", [[4.0]]),
+    ("Two nodules measuring 4 and 6 mm in the right upper lobe.", [[4.0], [6.0]]),
+    ("Nodules of 3, 4 and 5 mm in the left lower lobe.", [[3.0], [4.0], [5.0]]),
+])
+def test_sizes_in_mm_with_axes_ranges_and_lists(text, expected):
+    assert sorted(sizes(text)) == sorted(expected)
+
+
+def test_bounds_and_qualifiers_are_kept():
+    f = one("Right lower lobe nodule measuring up to 6 mm.")
+    assert f.size_mm == [6.0] and f.bound == "≤"
+    f = one("Small nodule in the left upper lobe, less than 6 mm.")
+    assert f.size_mm == [6.0] and f.bound == "<"
+    f = one("3-4 mm nodule in the lingula.")
+    assert f.bound == "range" and f.size_range_mm == [3.0, 4.0]
+    f = one("Subcentimeter nodule in the right upper lobe.")
+    assert f.size_mm == [] and f.mean_diameter_mm is None and f.size_qualifier == "subcentimeter"
+
+
+@pytest.mark.parametrize("text, current, prior, stability", [
+    ("Right middle lobe nodule measures 8 mm (previously 4 mm).", [8.0], [4.0], "enlarging"),
+    ("The right middle lobe nodule has increased from 5 to 7 mm.", [7.0], [5.0], "enlarging"),
+    ("The right lower lobe mass has grown from 2.8 cm to 3.5 cm.", [35.0], [28.0], "enlarging"),
+    ("Nodule in the left upper lobe now 10 x 8 mm compared with 7 x 6 mm on the prior study.", [10.0, 8.0], [7.0, 6.0],
+     "enlarging"),
+    ("The left lower lobe nodule has decreased from 9 to 6 mm.", [6.0], [9.0], "decreasing"),
+    ("Right upper lobe nodule, 5 mm, previously 5 mm.", [5.0], [5.0], "stable"),
+])
+def test_prior_sizes_are_not_current_sizes(text, current, prior, stability):
+    f = one(text)
+    assert f.size_mm == current and f.prior_size_mm == prior and f.stability == stability
+
+
+@pytest.mark.parametrize("text", [
+    "Right paratracheal lymph node measures 15 mm in short axis.",
+    "There is a 1.9 cm nodule in the right lobe of the thyroid.",
+    "There is a 3.2 cm right adrenal mass.",
+    "Simple hepatic cyst of 2.2 cm.",
+    "Infrarenal aortic aneurysm measuring 4.1 cm.",
+    "Hypodense liver lesion measuring 8 mm.",
+    "Images reconstructed at 1.25 mm slice thickness.",
+    "Small pericardial effusion, 6 mm.",
+    "An anterior mediastinal mass measures 5.2 x 3.8 cm.",
+    "In the subcutaneous soft tissues at the level of C6 there is a rounded dense lesion measuring 30 mm.",
+])
+def test_measurements_of_other_things_are_not_nodules(text):
+    assert parse_report(text).findings == []
+
+
+def test_a_sentence_mixing_a_nodule_and_distractors_keeps_only_the_nodule():
+    parsed = parse_report("A 9 mm nodule in the left upper lobe and a 14 mm left hilar lymph node; "
+                          "splenic cyst of 38 mm.")
+    assert [f.size_mm for f in parsed.findings] == [[9.0]]
+    assert parsed.findings[0].location.lobe == "LUL"
+
+
+def test_solid_component_is_not_the_nodule_size():
+    f = one("Part solid nodule right upper lobe 16 mm with 4 mm solid component.")
+    assert f.size_mm == [16.0] and f.solid_component_mm == 4.0 and f.composition == "part-solid"
+
+
+# ------------------------------------------------------------------------------------ negation, hedging
+
+@pytest.mark.parametrize("text", [
+    "No pulmonary nodules.", "No suspicious lung nodules are seen.",
+    "The lungs are clear without nodules or masses.", "There is no evidence of pulmonary nodules or masses.",
+    "Negative for pulmonary nodules.", "No lung nodule, mass, or infiltrate.",
+])
+def test_a_negative_report_is_one_negated_finding_with_count_zero(text):
+    parsed = parse_report(text)
+    assert len(parsed.findings) == 1
+    f = parsed.findings[0]
+    assert f.negated and f.count == 0 and f.negation_scope == "all"
+    assert parsed.report_negative
+
+
+def test_no_new_nodules_is_not_a_global_negative():
+    parsed = parse_report("No new pulmonary nodules.")
+    f = parsed.findings[0]
+    assert f.negated and f.count == 0 and f.stability == "new" and f.negation_scope == "new"
+    assert not parsed.report_negative
+
+
+def test_resolved_and_no_longer_seen_are_negations_of_that_nodule():
+    f = one("The previously seen left lower lobe nodule has resolved.")
+    assert f.negated and f.location.lobe == "LLL"
+    f = one("The 4 mm nodule in the right middle lobe is no longer seen.")
+    assert f.negated and f.location.lobe == "RML"
+
+
+def test_negation_stops_at_a_terminator():
+    parsed = parse_report("No suspicious nodules are seen, apart from a calcified granuloma in the right lower lobe.")
+    neg = [f for f in parsed.findings if f.negated]
+    pos = [f for f in parsed.findings if not f.negated]
+    assert len(neg) == 1 and len(pos) == 1
+    assert pos[0].composition == "calcified" and pos[0].location.lobe == "RLL"
+    assert not parsed.report_negative
+
+
+@pytest.mark.parametrize("text, hedged", [
+    ("A small nodule in the right middle lobe cannot be excluded.", True),
+    ("Possible 3 mm nodule in the left apex versus scar.", True),
+    ("A 6 mm nodule within the right middle lobe may represent an intrapulmonary lymph node.", True),
+    ("Indeterminate 1.1 cm left lower lobe nodule.", True),
+    ("Questionable 2 mm nodule in the right lung base.", True),
+    ("A 6 mm solid nodule in the right upper lobe.", False),
+    ("Calcified nodule in the left lower lobe, consistent with a granuloma.", False),
+])
+def test_hedging(text, hedged):
+    assert one(text).hedged is hedged
+
+
+def test_stability_words_are_not_negations():
+    f = one("There is no significant change in the 5 mm right upper lobe nodule.")
+    assert not f.negated and f.stability == "stable" and f.size_mm == [5.0]
+
+
+# -------------------------------------------------------------------------------- count, place, history
+
+@pytest.mark.parametrize("text, count", [
+    ("Multiple pulmonary nodules bilaterally.", 2), ("Several small nodules in both lungs.", 3),
+    ("Innumerable tiny nodules in both lungs.", 20), ("A few calcified granulomas.", 2),
+    ("Three nodules in the left lower lobe, the largest 6 mm.", 3), ("A solitary nodule in the right upper lobe.", 1),
+])
+def test_counts(text, count):
+    assert one(text).count == count
+
+
+@pytest.mark.parametrize("text, side, lobe, segment", [
+    ("Nodule in the lingula.", "left", "LUL", "lingula"),
+    ("Nodule in segment 6 of the left lower lobe.", "left", "LLL", "S6"),
+    ("Nodule in the superior segment of the right lower lobe.", "right", "RLL", "superior"),
+    ("RML nodule.", "right", "RML", None),
+    ("Nodule in the upper lobe of the left lung.", "left", "LUL", None),
+    ("Nodule in the right lung base.", "right", None, None),
+    ("Nodules in both lungs.", "bilateral", None, None),
+])
+def test_locations(text, side, lobe, segment):
+    loc = one(text).location
+    assert (loc.side, loc.lobe, getattr(loc, "segment", None)) == (side, lobe, segment)
+
+
+def test_several_nodules_get_their_own_size_place_and_image():
+    parsed = parse_report("Two small nodules are seen: 3 mm in the right upper lobe (image 34) and 5 mm in the left lower "
+                          "lobe (image 78).")
+    got = sorted((f.size_mm[0], f.location.lobe, f.image_ref.image) for f in parsed.findings)
+    assert got == [(3.0, "RUL", 34), (5.0, "LLL", 78)]
+
+
+@pytest.mark.parametrize("text, series, image", [
+    ("Nodule in the RUL (Series 5, Image 456).", 5, 456), ("Nodule in the RUL (se 3 im 98).", 3, 98),
+    ("Nodule in the RUL on image 4-201.", 4, 201), ("Nodule in the RUL (image 102 of series 5).", 5, 102),
+    ("RUL nodule 6 mm (7-123).", 7, 123), ("Nodule in the RUL, image 55.", None, 55),
+])
+def test_image_references(text, series, image):
+    ref = one(text).image_ref
+    assert (ref.series, ref.image) == (series, image)
+
+
+def test_same_nodule_in_findings_and_impression_is_counted_once():
+    text = ("FINDINGS: A 5 mm solid nodule in the right upper lobe (series 2, image 61) is unchanged. "
+            "No pleural effusion.\nIMPRESSION: Stable 5 mm right upper lobe nodule.")
+    parsed = parse_report(text)
+    assert len(parsed.findings) == 1
+    f = parsed.findings[0]
+    assert f.section == "findings" and f.stability == "stable" and len(f.other_spans) == 1
+
+
+def test_history_and_technique_do_not_make_findings():
+    text = ("INDICATION: Follow-up of a 6 mm right upper lobe nodule.\nTECHNIQUE: 1.25 mm slices.\n"
+            "FINDINGS: The lungs are clear. No pulmonary nodules.")
+    parsed = parse_report(text)
+    assert len(parsed.findings) == 1 and parsed.findings[0].negated
+
+
+def test_context_screening_category_recommendation():
+    text = ("EXAM: LOW-DOSE CT LUNG CANCER SCREENING\nFINDINGS: 7 mm solid nodule in the right lower lobe, new.\n"
+            "IMPRESSION: Lung-RADS category 4A. Follow-up LDCT in 3 months is recommended.")
+    ctx = parse_report(text).context
+    assert ctx.screening is True and ctx.stated_category == "4A" and ctx.interval_months == 3
+    assert "3 months" in ctx.recommendation
+    ctx = parse_report("FINDINGS: No nodules.\nIMPRESSION: Negative. Lung-RADS 2S.").context
+    assert ctx.stated_category == "2" and ctx.category_modifiers == ["S"]
+    ctx = parse_report("CT chest with contrast. FINDINGS: 8 mm nodule in the RUL. IMPRESSION: CT in 6-12 months.").context
+    assert ctx.screening is False and ctx.interval_months == 6 and ctx.interval_range_months == [6, 12]
+
+
+# -------------------------------------------------------------------------------------- real reports
+
+def _dragon(shared_data, name: str) -> str:
+    text = (shared_data / "reports" / "dragon-samples" / name).read_text(encoding="utf-8")
+    return re.search(r"```\n(.*?)```", text, re.S).group(1)
+
+
+@pytest.mark.parametrize("name", ["Task023_nodule_diameter_reg.md", "Task007_nodule_diameter_presence_clf.md"])
+def test_dragon_nodule_diameter_sample_gives_7mm_and_no_other_size(shared_data, name):
+    parsed = parse_report(_dragon(shared_data, name))
+    sized = [f for f in parsed.findings if f.size_mm]
+    assert [f.size_mm for f in sized] == [[7.0]]
+    f = sized[0]
+    assert f.location.lobe == "LLL" and f.location.segment == "S6" and f.composition == "calcified"
+    assert (f.image_ref.series, f.image_ref.image) == (5, 456)
+    assert len(parsed.findings) == 1  # the impression's "nodule in the left lower lobe" is the same one
+
+
+def test_dragon_nodule_presence_sample_has_multiple_nodules(shared_data):
+    parsed = parse_report(_dragon(shared_data, "Task002_nodule_clf.md"))
+    nod = [f for f in parsed.findings if f.kind == "nodule" and not f.negated]
+    assert nod and nod[0].count >= 2 and nod[0].location.lobe == "RLL"
+
+
+def test_mtsamples_chest_ct_reports_parse(shared_data):
+    import csv
+
+    path = shared_data / "reports" / "mtsamples" / "mtsamples_chestct_and_nodule_size_subset.csv"
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = {r["transcription"]: r for r in csv.DictReader(fh)}
+    by_name = {r["sample_name"].strip(): t for t, r in rows.items()}
+    # "CT Chest": "The lungs are clear with no infiltrates, effusions, or masses."
+    parsed = parse_report(by_name["CT Chest"])
+    assert parsed.report_negative
+    # CT abdomen: "1.6 cm nodular density at the left posterior sulcus" beside renal, adrenal and hernia sizes
+    parsed = parse_report(by_name["CT Abdomen & Pelvis - 3"])
+    assert sorted(f.size_mm for f in parsed.findings if f.size_mm) == [[16.0]]
+    for t in rows:  # every note parses
+        parse_report(t)
+
+
+# --------------------------------------------------------------------------------- files and encodings
+
+REPORT = "FINDINGS: A 6 mm nodule in the right upper lobe (series 3, image 40). Caf\u00e9-au-lait sign absent.\n"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "cp1252", "latin-1"])
+def test_report_files_in_any_encoding(tmp_path, encoding):
+    p = tmp_path / "report.txt"
+    p.write_bytes(REPORT.encode(encoding))
+    parsed = parse_report_file(p)
+    assert [f.size_mm for f in parsed.findings] == [[6.0]]
+    assert parsed.findings[0].location.lobe == "RUL"
+
+
+def _basic_text_sr(path, findings: str, impression: str):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    def code(value, meaning):
+        c = Dataset()
+        c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = value, "DCM", meaning
+        return c
+
+    def text_item(value, meaning, text):
+        it = Dataset()
+        it.RelationshipType, it.ValueType = "CONTAINS", "TEXT"
+        it.ConceptNameCodeSequence = [code(value, meaning)]
+        it.TextValue = text
+        return it
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.ValueType = "SR", "CONTAINER"
+    ds.ConceptNameCodeSequence = [code("18748-4", "Diagnostic Imaging Report")]
+    ds.ContinuityOfContent = "SEPARATE"
+    ds.ContentSequence = [text_item("121071", "Finding", findings), text_item("121073", "Impression", impression)]
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_sr_text_items_are_parsed(tmp_path):
+    p = tmp_path / "report.dcm"
+    _basic_text_sr(p, "A 9 x 7 mm solid nodule in the left lower lobe (series 4, image 233). Thyroid nodule of 14 mm.",
+                   "Solid 9 mm left lower lobe nodule. Lung-RADS 4A.")
+    parsed = parse_report_file(p)
+    assert [f.size_mm for f in parsed.findings] == [[9.0, 7.0]]
+    assert parsed.findings[0].location.lobe == "LLL" and parsed.context.stated_category == "4A"
+
+
+def test_dicom_that_is_not_an_sr_is_refused(shared_data):
+    ct = shared_data / "dicom" / "transfer-syntaxes" / "CTImage.dcm"
+    if not ct.exists():
+        pytest.skip("CTImage.dcm not present")
+    with pytest.raises(ReportParseError, match="no SR text"):
+        parse_report_file(ct)
+
+
+@pytest.mark.parametrize("name", ["test-SR.dcm", "reportsi.dcm", "reportsi_with_empty_number_tags.dcm"])
+def test_real_sr_files_give_findings_or_a_typed_error(shared_data, name):
+    p = shared_data / "dicom" / "pydicom-testfiles" / name
+    if not p.exists():
+        pytest.skip(f"{name} not present")
+    try:
+        parsed = parse_report_file(p)
+    except ReportParseError:
+        return
+    assert isinstance(parsed, ParsedReport)
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"", "empty"), (b"   \n\t ", "empty"), (bytes(range(256)) * 40, "not look like text"), (b"12345 678\n", "no words"),
+])
+def test_bad_input_is_a_typed_error(tmp_path, data, match):
+    p = tmp_path / "r.txt"
+    p.write_bytes(data)
+    with pytest.raises(ReportParseError, match=match):
+        parse_report_file(p)
+
+
+def test_missing_file_and_folder_are_typed_errors(tmp_path):
+    with pytest.raises(ReportParseError):
+        parse_report_file(tmp_path / "nope.txt")
+    with pytest.raises(ReportParseError):
+        parse_report_file(tmp_path)
+
+
+def test_one_megabyte_report_parses():
+    block = ("FINDINGS: A 6 mm nodule in the right upper lobe (series 3, image 40). No pleural effusion. "
+             "Subcarinal lymph node 12 mm.\nIMPRESSION: Stable 6 mm nodule. Lung-RADS 2.\n")
+    text = (block * (1_000_000 // len(block) + 1))[:1_000_000]
+    parsed = parse_report(text)
+    # concatenated reports stay apart (each impression folds into its own findings) until the safety cap
+    assert len(parsed.findings) == 250 and all(f.size_mm == [6.0] for f in parsed.findings)
+    assert parsed.warnings and "max_findings" in parsed.warnings[0]
+    run_on = "nodule 5 mm " * 90_000  # one endless sentence
+    parsed = parse_report(run_on)
+    assert parsed.findings and parsed.warnings
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+def test_cli_parse_report_json(tmp_path):
+    from serving.cli import main
+
+    rep = tmp_path / "r.txt"
+    rep.write_text("FINDINGS: 8 mm nodule in the left upper lobe.\nIMPRESSION: Lung-RADS 4A.\n")
+    out = tmp_path / "o.json"
+    assert main(["parse-report", str(rep), "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["report_findings"][0]["size_mm"] == [8.0]
+    assert data["report_findings"][0]["location"] == {"side": "left", "lobe": "LUL"}
+    assert data["report_context"]["stated_category"] == "4A"
+
+
+def test_cli_bad_report_exits_2(tmp_path, capsys):
+    from serving.cli import main
+
+    rep = tmp_path / "r.bin"
+    rep.write_bytes(bytes(range(256)) * 10)
+    assert main(["parse-report", str(rep), "--json", "-"]) == 2
+    err = capsys.readouterr().err
+    assert "ReportParseError" in err and "Traceback" not in err
