@@ -448,3 +448,20 @@ def test_fast_header_walk_matches_pydicom_on_the_subset():
     assert len(files) > 60
     for p in files:
         assert _records_equal(scan_file(p, DATA, cfg, fast=True), scan_file(p, DATA, cfg, fast=False)), p
+
+
+def test_cli_series_override_and_json_file(tmp_path, capsys):
+    from serving.cli import main
+
+    out = tmp_path / "s.json"
+    assert main(["ingest", str(KERNELS), "--json", str(out)]) == 0
+    import json
+
+    summary = json.loads(out.read_text())
+    soft = next(s for s in summary["series"] if s["kernel"] == "B")
+    assert main(["ingest", str(KERNELS), "--series", soft["series_uid"], "--json", "-"]) == 0
+    forced = json.loads(capsys.readouterr().out)
+    assert forced["series_uid"] == soft["series_uid"] and forced["selected"]["kernel"] == "B"
+    assert main(["ingest", str(KERNELS), "--series", "9.9.9", "--json", "-"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: IngestError: series 9.9.9 not found") and err.count("\n") == 1
