@@ -31,6 +31,12 @@ def main() -> int:
         return 2
     from pipelines.report import parse_report
 
+    try:
+        from loguru import logger  # PyRuSH logs every sentence at DEBUG through loguru
+
+        logger.remove()
+    except ImportError:
+        pass
     nlp = medspacy.load()
     sentencizer = nlp.get_pipe("medspacy_pyrush")
     context = nlp.get_pipe("medspacy_context")

@@ -195,6 +195,7 @@ def _parse(text: str, lex: Lexicon) -> ParsedReport:
     return ParsedReport(findings=findings, context=context, text=text, warnings=warnings)
 
 
+_NONE = re.compile(r"\s*(?:none|absent|negative|nil|not\s+seen|not\s+present|no)\s*\.?\s*", re.I)
 _TARGET_STEMS = ("nodul", "mass", "lesion", "granulom", "metasta", "opacit", "densit", "ggo", "ggn", "spn")
 _PRONOUN_STEMS = ("it ", "this", "which", "measur", "size", "they", "these", "the lesion", "the nodule", "the mass", "the latter")
 
@@ -210,6 +211,11 @@ def _worth_reading(low: str, topic: str | None, has_prev: bool) -> bool:
 
 def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]) -> list[_Draft]:
     s, e = sent.start, sent.end
+    if sent.header and _NONE.fullmatch(norm[s:e]) and lex.anchor_re.fullmatch(sent.header.strip()):
+        m = lex.anchor_re.fullmatch(sent.header.strip())
+        if m.group("D") is None:  # "Nodules: none." is a negative statement about nodules
+            d = _Draft(anchor=None, start=s, end=e, sent=sent, negated=True, count=0)
+            return [d]
     if not _worth_reading(norm[s:e].lower(), sent.topic, bool(prev)):
         return []
     anchors = find_anchors(norm, s, e, lex)
@@ -385,6 +391,18 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
         if d.negated:
             d.count = 0
 
+    for d in drafts.values():
+        # "6 mm in mean diameter (8 x 4 mm)": the axes are the size, the stated mean is kept beside them
+        means = [z for z in d.sizes if z.mean_statement]
+        if means and len(means) < len(d.sizes):
+            d.sizes = [z for z in d.sizes if not z.mean_statement]
+            setattr(d, "_stated_mean", means[0].axes_mm[0])
+        # a finding with no place of its own, in a sentence that names one lobe, lies there
+        # ("a 4.2 cm mass in the right lower lobe with an adjacent 8 mm satellite nodule")
+        if not d.negated and not any(l.lobe or l.side for l in d.locs):
+            lobes = {l.lobe for l in locs if l.lobe}
+            if len(lobes) == 1:
+                d.locs = [l for l in locs if l.lobe][:1]
     for d in drafts.values():
         # "the previously described 6 mm nodule ... has resolved / is again seen": that size is the finding's own
         if not d.sizes and d.priors and all(_WEAK_PRIOR.search(norm[max(s, z.start - 40):z.start]) for z in d.priors):
@@ -805,6 +823,8 @@ def _to_finding(n: int, d: _Draft, text: str) -> ReportFinding:
         extra["size_of"] = "largest"
     if d.negated:
         extra["negation_scope"] = d.neg_scope
+    if getattr(d, "_stated_mean", None) is not None:
+        extra["stated_mean_mm"] = d._stated_mean
     if d.anchor is not None:
         extra["mention_span"] = [d.anchor.start, d.anchor.end]
     if d.extra_spans:

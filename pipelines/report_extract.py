@@ -34,6 +34,8 @@ _VOLUME_AFTER = re.compile(r"^\s*(?:\^?[23]|[²³]|/s|hg)", _I)
 _SOLID_AFTER = re.compile(r"^\s*(?:solid|soft[- ]tissue)\s+(?:component|portion|part)", _I)
 _SOLID_BEFORE = re.compile(r"(?:solid|soft[- ]tissue)\s+(?:component|portion|part)\s*(?:of|measuring|measures|which\s+measures|is|:)?"
                            r"\s*(?:approximately\s+|about\s+|up\s+to\s+)?$", _I)
+_MEAN_AFTER = re.compile(r"^\s*(?:in\s+)?(?:mean|average)(?:\s+(?:diameter|size))?", _I)
+_MEAN_BEFORE = re.compile(r"(?:mean|average)\s+(?:diameter|size)\s*(?:of|is|:)?\s*$", _I)
 _RANGE_NOT_PRIOR = re.compile(r"(?:rang\w*\s+(?:in\s+size\s+)?from|between|measuring\s+from)\s*$", _I)
 
 
@@ -46,6 +48,7 @@ class SizeMention:
     range_mm: list[float] | None = None
     prior: bool = False
     solid_component: bool = False
+    mean_statement: bool = False  # "6 mm in mean diameter": the writer's own mean, not an axis
     group: int = 0  # sizes written together ("4 and 6 mm", "from 5 to 7 mm") share a group
     owner: int | None = None  # index of the anchor it belongs to
 
@@ -95,6 +98,8 @@ def find_sizes(norm: str, s: int, e: int, lex: Lexicon) -> list[SizeMention]:
         if _SOLID_AFTER.match(post) or _SOLID_BEFORE.search(pre):
             sz.solid_component = True
             continue
+        if _MEAN_AFTER.match(post) or _MEAN_BEFORE.search(pre[-30:]):
+            sz.mean_statement = True
         if not sz.prior:
             pre_clause = re.split(r"[;.]", pre)[-1]
             if lex.prior_before.search(pre_clause) and not _RANGE_NOT_PRIOR.search(pre_clause):

@@ -99,6 +99,7 @@ class Sentence:
     section: str  # findings | impression | history | technique | comparison | recommendation | exam | other
     topic: str | None  # "lung" | "other" | None: from an organ header such as "Lungs:" or "Upper abdomen:"
     block: int = 0  # which report, when several are concatenated (a findings section after an impression)
+    header: str | None = None  # the header right before this sentence, if any ("Nodules" in "Nodules: none.")
 
 
 _COLON = re.compile(r":(?!\d)")
@@ -153,9 +154,14 @@ def find_sentences(norm: str, lex: Lexicon) -> list[Sentence]:
         headers.insert(0, (title[0], title[1], None, None))
     bounds = headers + [(len(norm), len(norm), None, None)]
     pos = 0
+    last_header: str | None = None
     for h_start, h_end, h_section, h_topic in bounds:
         if h_start > pos:
-            sentences.extend(_split(norm, pos, h_start, section, topic, lex.max_sentence_chars))
+            got = _split(norm, pos, h_start, section, topic, lex.max_sentence_chars)
+            if got and last_header:
+                got[0].header = last_header
+            sentences.extend(got)
+        last_header = norm[h_start:h_end].rstrip(": \t\n") if h_end > h_start else None
         if h_section is not None:
             section = h_section
             topic = None
