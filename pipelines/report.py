@@ -304,6 +304,10 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
             ext_starts[z.owner] = min(ext_starts[z.owner], z.start)
     for loc in locs:
         loc.owner = _nearest_anchor(loc.start, loc.end, anchors, ext_starts, ends, breaks)
+        if loc.owner is not None and loc.owner >= 0:
+            a = anchors[loc.owner]
+            lo, hi = (a.end, loc.start) if a.end <= loc.start else (loc.end, ext_starts[loc.owner])
+            loc.far = any(lo <= b < hi for b in breaks)
         if loc.owner == -2 and -1 in drafts:
             loc.owner = -1
         if loc.owner is None and -1 in drafts:
@@ -356,9 +360,16 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
             d.hedged = _hedged(norm, d.start, d.end, s, e, lex)
             continue
         clause_s, clause_e = _clause(a.start, a.end, s, e, breaks)
-        d.negated = _negated(neg_masked, a, s, clause_s, clause_e, lex, sizes)
-        d.hedged = _hedged(norm, a.start, a.end, clause_s, clause_e, lex)
-        if d.negated and re.search(r"\b(?:other|additional|further|more|remaining)\b", norm[max(clause_s, a.start - 30):a.start], re.I):
+        neg_at = _negated(neg_masked, a, s, clause_s, clause_e, lex, sizes)
+        d.negated = neg_at is not None
+        if d.negated:
+            # "Atelectasis versus scarring in the lingula, no nodule": what comes before the negation is not
+            # about the negated nodule (neither its place nor a hedge)
+            d.locs = [l for l in d.locs if l.start >= neg_at]
+            d.hedged = _hedged(norm, max(neg_at, a.start - 90), a.end, neg_at, clause_e, lex)
+        else:
+            d.hedged = _hedged(norm, a.start, a.end, clause_s, clause_e, lex)
+        if d.negated and re.search(r"\b(?:other|additional|further|more|remaining|residual)\b", norm[max(clause_s, a.start - 30):a.start], re.I):
             d.kind = "drop"  # "no other nodules": closes a list, says nothing of its own
         if d.negated and re.search(r"\bnew\b", norm[max(clause_s, a.start - 80):a.start], re.I):
             d.stability = d.stability or "new"
@@ -376,8 +387,8 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
         if a.needs_focal and not d.sizes and not lex.focal.search(np_before) and not d.negated:
             d.summary = True
             d.kind = "drop"
-        if a.needs_focal and d.negated:
-            d.kind = "drop"
+        if a.needs_focal and d.negated and not d.locs:
+            d.kind = "drop"  # "no focal opacity" is not about nodules; "the left lower lobe opacity has resolved" is
         pre = norm[max(s, a.start - 60):a.start]
         if _CHARACTERISATION.search(pre) and not d.sizes:
             d.summary = True
@@ -423,6 +434,8 @@ def _is_pulmonary(norm: str, a: Anchor, s: int, e: int, sent: Sentence, lex: Lex
         tail = np_before[m.end():m.end() + 6]
         if word == "pleural" and (tail.startswith("-based") or tail.startswith(" based")):
             continue
+        if word.replace("-", " ") == "soft tissue" and lung_here:
+            continue  # "soft tissue density at the right lung apex" is a lung finding
         return False
     after = re.split(r"[,;:.()]", norm[a.end:min(e, a.end + 50)])[0]
     for m in re.finditer(r"\b(?:in|of|within|involving|at|along|from)\s+(?:the\s+)?"
@@ -526,23 +539,27 @@ def _merge_composition(old: str | None, new: str) -> str:
     return old if _COMP_RANK.get(old, 0) >= _COMP_RANK.get(new, 0) else new
 
 
-def _negated(masked: str, a: Anchor, s: int, cs: int, ce: int, lex: Lexicon, sizes: list[SizeMention]) -> bool:
-    pre = masked[max(cs, a.start - 90) - s:a.start - s]
+def _negated(masked: str, a: Anchor, s: int, cs: int, ce: int, lex: Lexicon, sizes: list[SizeMention]) -> int | None:
+    """Where the negation of this mention starts (absolute offset), or None when it is not negated."""
+    lo = max(cs, a.start - 90)
+    pre = masked[lo - s:a.start - s]
     cues = list(lex.neg_pre.finditer(pre))
     if cues:
         gap = pre[cues[-1].end():]
         # a new noun phrase ("..., a 5 mm nodule") or a sized mention after a comma is outside the cue's reach
         if not re.search(r",\s*(?:a|an|there\s+is|there\s+are|\d)\b", gap, re.I) and not lex.neg_term.search(gap) \
                 and not re.search(r"\b(?:is|are|was|were)\b", gap, re.I):
-            return True
+            return lo + cues[-1].start()
     post = masked[a.end - s:min(ce, a.end + 90) - s]
     m = lex.neg_post.search(post)
     if m and not re.search(r"[,:]\s*(?:a|an|and)\s", post[:m.start()]):
         between = post[:m.start()]
         if not lex.neg_term.search(between) and not any(
                 t for t in re.finditer(r"\b(?:nodules?|mass(?:es)?|lesions?)\b", between, re.I)):
-            return True
-    return False
+            # "The left lower lobe nodule has resolved": the negated phrase starts with the noun phrase
+            np = re.split(r"[,;:()]|\b(?:and|with|but)\b", masked[max(cs, a.start - 60) - s:a.start - s])[-1]
+            return a.start - len(np)
+    return None
 
 
 def _hedged(norm: str, a0: int, a1: int, cs: int, ce: int, lex: Lexicon) -> bool:
@@ -785,7 +802,7 @@ def _to_finding(n: int, d: _Draft, text: str) -> ReportFinding:
     mean = round(_mean(axes), 1) if axes else None
     prior = list(d.priors[0].axes_mm) if d.priors else None
     side, lobe, segment, lobes, level = None, None, None, [], None
-    for loc in sorted(d.locs, key=lambda l: (0 if l.lobe else (1 if l.side and l.side != "bilateral" else 2))):
+    for loc in sorted(d.locs, key=lambda l: (l.far, 0 if l.lobe else (1 if l.side and l.side != "bilateral" else 2))):
         if loc.lobe and not lobe:
             lobe, side = loc.lobe, loc.side
             lobes = loc.lobes

@@ -192,6 +192,7 @@ class LocMention:
     segment: str | None = None
     level: str | None = None  # "U"/"M"/"L" when the lobe is named without its side
     owner: int | None = None
+    far: bool = False  # separated from its finding by a clause break
 
 
 _LOC_HINT = re.compile(r"right|left|lobe|RUL|RML|RLL|LUL|LLL|lingul|bilateral|both|bibas|biapical|segment|S\d|each\s+lung|"
