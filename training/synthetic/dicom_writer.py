@@ -101,7 +101,6 @@ def _base_dataset(study, k: int) -> FileDataset:
     ds.BitsStored = 12
     ds.HighBit = 11
     ds.PixelRepresentation = 0
-    ds.PixelPaddingValue = 0
     ds.WindowCenter = ["-600", "40"]
     ds.WindowWidth = ["1500", "400"]
     ds.RescaleIntercept = f"{RESCALE_INTERCEPT:g}"
