@@ -284,8 +284,10 @@ def environment() -> dict:
             vers[lib] = metadata.version(lib)
         except metadata.PackageNotFoundError:
             vers[lib] = None
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"python": platform.python_version(), "cpu": cpu, "cpus": os.cpu_count(), "platform": platform.platform(),
-            "versions": vers}
+            "load_average_1_5_15": [round(x, 2) for x in load] if load else None, "versions": vers,
+            "note": "shared machine: other jobs run beside this one; timings vary with the load average"}
 
 
 def _print_table(name: str, res: dict) -> None:
@@ -330,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"ratio {v['ratio_ours_over_baseline']:>7}x  findings {v['findings']}"
                   + ("  (stopped at max_findings, warned)" if v["stopped_at_max_findings"] else ""))
     print(f"\nhardware: {results['environment']['cpu']} ({results['environment']['cpus']} CPUs), "
-          f"python {results['environment']['python']}")
+          f"python {results['environment']['python']}, load average {results['environment']['load_average_1_5_15']}")
     if args.json:
         p = Path(args.json)
         p.parent.mkdir(parents=True, exist_ok=True)
