@@ -25,9 +25,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/preread demo --out demo-out
 
-# Debian packages for the service's integration tests (Orthanc + DICOMweb, headless Chromium). Fast when present;
+# Debian packages for the service's integration tests (Orthanc + DICOMweb, headless Chromium, PostgreSQL). Fast when present;
 # without root or apt the tests that need them skip.
-SYSTEM_PACKAGES := orthanc orthanc-dicomweb chromium chromium-driver
+SYSTEM_PACKAGES := orthanc orthanc-dicomweb chromium chromium-driver postgresql
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

@@ -152,6 +152,13 @@ class JobQueue:
 
     def claim(self, worker_id: str) -> Claimed | None:
         """Take the next ready job for one try, or None when there is nothing to do."""
+        for _ in range(5):  # another worker may win the same row (PostgreSQL): look again
+            got = self._claim_once(worker_id)
+            if got is not False:
+                return got
+        return None
+
+    def _claim_once(self, worker_id: str) -> "Claimed | None | bool":
         now = utcnow()
         ready = or_(
             and_(Job.status == "queued", or_(Job.not_before.is_(None), Job.not_before <= now)),
@@ -170,7 +177,7 @@ class JobQueue:
                         lease_expires_at=now + timedelta(seconds=self.lease_s), started_at=now, stage="claimed")
                 .execution_options(synchronize_session=False))
             if res.rowcount != 1:  # another worker won it (PostgreSQL; SQLite holds the write lock)
-                return None
+                return False
             attempt = job.attempts + 1
             s.add(AuditEvent(at=now, actor=f"worker:{worker_id}", action="job.claim", job_id=job.id,
                              detail={"attempt": attempt, "retaken_after_lost_worker": retaken}))
