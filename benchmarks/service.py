@@ -20,6 +20,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -112,6 +113,7 @@ def main() -> int:
     ap.add_argument("--study", type=Path, default=SHARED_DATA_DIR / "ct" / "lidc-idri-0003")
     ap.add_argument("--finish-timeout", type=float, default=3600.0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary data folder (store, logs)")
     args = ap.parse_args()
     if not args.study.is_dir():
         print(f"error: study folder {args.study} not found", file=sys.stderr)
@@ -141,6 +143,7 @@ def main() -> int:
                 pass
             if server.poll() is not None or time.monotonic() - t0 > 120:
                 print("error: preread serve did not start; see " + str(tmp / "serve.log"), file=sys.stderr)
+                args.keep = True
                 return 1
             time.sleep(0.5)
         data = _zip(args.study)
@@ -176,6 +179,8 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     counts = {k: sum(1 for s in states.values() if s == k) for k in ("done", "failed", "queued", "running")}
     lost = sum(1 for s in states.values() if s.startswith("missing"))
     res = {
