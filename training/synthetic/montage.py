@@ -76,14 +76,11 @@ def make_montage(seeds: list[int], preset: str, out: Path, real_root: Path | Non
             res = load_study(p)
             a = res.volume.array
             res.close()
-            lungish = a < -500
             n = a.shape[0]
             levels = [n // 5, n // 2, 4 * n // 5] if n > 20 else [n // 2] * 3
             nod = None
-            if "lidc" in rel:  # the slab is centred on a large nodule: show the middle
-                nod = (n // 2, a.shape[1] // 2, a.shape[2] // 2, None, "real nodule slab (centre)")
-                ys, xs = np.nonzero(lungish[n // 2])
-                del ys, xs
+            if "lidc" in rel:  # a slab through a nodule: show the lung region of its middle slice
+                nod = (n // 2, a.shape[1] // 2, a.shape[2] // 3, None, "real lung, middle of the slab")
             rows.append((f"REAL: {name}", a, res.volume.spacing_mm, levels, nod))
     fig, axes = plt.subplots(len(rows), 5, figsize=(17, 3.5 * len(rows)))
     axes = np.atleast_2d(axes)
@@ -96,12 +93,7 @@ def make_montage(seeds: list[int], preset: str, out: Path, real_root: Path | Non
         if nod is not None:
             k, j, i, mask, title = nod
             half = int(round(40.0 / spacing[0]))
-            if mask is None:
-                # real slab: find the nodule as the densest blob in the lung near the centre is not
-                # attempted; show the central region of the middle slice
-                _zoom(axes[r, 4], a, k, a.shape[1] // 2, a.shape[2] // 3, half, *LUNG, None, title)
-            else:
-                _zoom(axes[r, 4], a, k, j, i, half, *LUNG, mask, title + " (red: label)")
+            _zoom(axes[r, 4], a, k, j, i, half, *LUNG, mask, title + ("" if mask is None else " (red: label)"))
         else:
             axes[r, 4].set_visible(False)
         axes[r, 0].text(0.0, 1.12, label, transform=axes[r, 0].transAxes, fontsize=10, fontweight="bold")
