@@ -301,10 +301,13 @@ def compare(
     informative = [r for r in positive if not _uninformative(r)]
     if informative:
         positive = informative
+    restated = [r for r in positive if _restates(r, positive)]
+    positive = [r for r in positive if r not in restated]
     # "no pulmonary nodules" (negation scope all); "no new nodules" (scope new) says nothing about older ones
     negative_report = not positive and any(r.negated and getattr(r, "negation_scope", "all") != "new"
                                            for r in report_all)
-    notes: list[str] = []
+    notes: list[str] = [f"report finding {r.id} read as a restatement of a sized finding in the same place"
+                        for r in restated]
     flags: list[_Flag] = []
 
     # hedged report findings: info, independent of the AI
@@ -400,6 +403,20 @@ def _uninformative(rf: ReportFinding) -> bool:
     """A report nodule with no size, no side or lobe and no image reference."""
     return (report_mean_diameter(rf) is None and finding_side(rf.location) is None
             and (rf.image_ref is None or rf.image_ref.image is None))
+
+
+def _restates(rf: ReportFinding, others: list[ReportFinding]) -> bool:
+    """A size-less, image-less mention ("the right middle lobe nodule") of a place where another finding of the
+    report gives a size: a back-reference (typically in the impression), not another nodule."""
+    if report_mean_diameter(rf) is not None or (rf.image_ref is not None and rf.image_ref.image is not None):
+        return False
+    lobe, side = finding_lobe(rf.location), finding_side(rf.location)
+    for o in others:
+        if o is rf or report_mean_diameter(o) is None:
+            continue
+        if (lobe and finding_lobe(o.location) == lobe) or (not lobe and side and finding_side(o.location) == side):
+            return True
+    return False
 
 
 def _report_solid(rf: ReportFinding, report_mean: float, partner: AIFinding | None,

@@ -5,7 +5,7 @@ The cost of pairing AI finding *a* with report finding *r* is, in mm-equivalents
 
 * side: right vs left, both known → the pair is forbidden (gate);
 * lobe: same side, different lobe, both known → ``lobe_mismatch_cost_mm``;
-* size: ``size_cost_per_mm`` × |mean diameter difference|; sizes more than ``max_size_ratio`` times and
+* size: ``size_cost_per_mm`` × |mean diameter difference| (``missing_size_cost_mm`` when the report gives none); sizes more than ``max_size_ratio`` times and
   ``min_size_gap_mm`` apart are forbidden, unless the report's image lies within ``image_agree_mm`` of the
   AI finding's slice or both name the same lobe (a grossly undersized report still names the right place);
 * image: ``image_cost_per_mm`` × the through-plane offset between the report's referenced image and the
@@ -60,6 +60,7 @@ class MatchingConfig(BaseModel):
     calcified_mismatch_cost_mm: float = Field(ge=0)
     image_cost_per_mm: float = Field(ge=0)
     size_cost_per_mm: float = Field(ge=0)
+    missing_size_cost_mm: float = Field(ge=0)
     max_size_ratio: float = Field(gt=1)
     min_size_gap_mm: float = Field(ge=0)
     image_agree_mm: float = Field(ge=0)
@@ -175,6 +176,8 @@ def pair_cost(a: AIFinding, r: ReportFinding, cfg: MatchingConfig, mm_per_image:
             return math.inf, None
         cost += cfg.size_cost_per_mm * gap
         terms.append(gap)
+    else:
+        cost += cfg.missing_size_cost_mm  # a report finding with a size that fits beats one without any
     if dz is not None:
         cost += cfg.image_cost_per_mm * dz
         terms.append(dz)

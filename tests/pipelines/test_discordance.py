@@ -272,6 +272,23 @@ def test_restating_finding_without_size_or_place_is_not_matched():
     assert types(cmp) == [("missed_finding", "major")]  # the unreported 21 mm solid nodule (4B vs the GGO's 2)
 
 
+def test_impression_restatement_without_size_neither_steals_a_match_nor_is_unconfirmed():
+    # findings: "9 mm part-solid RML nodule"; impression: "part-solid nodule in the right middle lobe" (no size)
+    cmp = compare([ai("a", d=9.3, comp="part-solid", solid=3.9, lobe="RML")],
+                  [rep("x", sizes=(9,), comp="part-solid", lobe="RML"),
+                   rep("y", sizes=(), comp=None, lobe="RML", text="part-solid nodule in the right middle lobe")],
+                  INCIDENTAL)
+    assert [(m.ai, m.report) for m in cmp.matches] == [("a", "x")]
+    assert cmp.discordances == [] and any("y read as a restatement" in n for n in cmp.notes)
+
+
+def test_a_sized_report_finding_is_the_better_partner():
+    cfg = load_discordance_config().matching
+    m = match_findings([ai("a", d=9.3, lobe="RML")], [rep("nosize", sizes=(), lobe="RML"),
+                                                       rep("sized", sizes=(9,), lobe="RML")], cfg)
+    assert [(p.ai, p.report) for p in m.pairs] == [("a", "sized")]
+
+
 def test_matching_keeps_unmatched_rows_and_distance():
     cmp = compare([ai("a", d=7.4)], [rep("x", sizes=(5,))], INCIDENTAL)
     assert cmp.matches[0].distance_mm == pytest.approx(2.4)
