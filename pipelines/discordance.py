@@ -493,8 +493,15 @@ def _compare_pair(study: _Study, a: AIFinding, rf: ReportFinding, cat_r: Categor
                                new=new, growing=_growing(g, a.mean_diameter_mm + step, rf))
     near_threshold = shifted.rank == cat_r.rank
     rank_up = cat_a.rank > cat_r.rank
-    margin_sigma = max(0.0, diff - tol.k * sigma) / sigma
-    margin_share = min(1.0, margin_sigma / pcfg.margin_saturation)
+    # how far the AI's size lies past the threshold that separates it from the report's size (AI composition)
+    solid_at = (lambda s: None) if a.solid_component_mm is None else (
+        lambda s: a.solid_component_mm * s / a.mean_diameter_mm)
+    start_rank = study.categorize(a.composition, r, solid=solid_at(r), count=count, new=new,
+                                  growing=_growing(g, r, rf)).rank
+    t = study.boundary(a.composition, start=r, end=a.mean_diameter_mm, start_rank=start_rank, solid_at=solid_at,
+                       count=count, new=new, growing=_growing(g, a.mean_diameter_mm, rf))
+    margin_mm = abs(a.mean_diameter_mm - t) if t is not None else diff
+    margin_share = min(1.0, margin_mm / sigma / pcfg.margin_saturation)
     report_part = f"Report: {_report_words(rf, comp_r)}, {cat_r.summary()}."
     ai_part = f"AI: {_ai_words(a, u_a, full=False)}, {cat_a.summary()}"
     if within or near_threshold:
