@@ -233,7 +233,8 @@ def run(mode: str, n: int, seed0: int, preset: str, size_noise: bool, workdir: P
         rows.append({
             "seed": seed, "relation": truth["report"]["relation"], "requested": relation,
             "guideline": expected["guideline"], "expected_major": expected["major"],
-            "expected_type": expected["type"], "expected_types": expected["types"], "verdict": verdict, "priority": priority,
+            "expected_type": expected["type"], "expected_types": expected["types"], "verdict": verdict,
+            "priority": priority,
             "any_major": any(f["severity"] == "major" for f in flags), "flags": flags, "ai_findings": n_ai,
             "truth_nodules": len(truth["nodules"]), "seconds_generate": round(t_gen, 2),
             "seconds_analyse": round(time.perf_counter() - t1, 3),

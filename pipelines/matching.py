@@ -5,7 +5,8 @@ The cost of pairing AI finding *a* with report finding *r* is, in mm-equivalents
 
 * side: right vs left, both known → the pair is forbidden (gate);
 * lobe: same side, different lobe, both known → ``lobe_mismatch_cost_mm``;
-* size: ``size_cost_per_mm`` × |mean diameter difference| (``missing_size_cost_mm`` when the report gives none); sizes more than ``max_size_ratio`` times and
+* size: ``size_cost_per_mm`` × |mean diameter difference| (``missing_size_cost_mm`` when the report gives
+  none); sizes more than ``max_size_ratio`` times and
   ``min_size_gap_mm`` apart are forbidden, unless the report's image lies within ``image_agree_mm`` of the
   AI finding's slice or both name the same lobe (a grossly undersized report still names the right place);
 * image: ``image_cost_per_mm`` × the through-plane offset between the report's referenced image and the

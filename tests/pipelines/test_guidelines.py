@@ -54,7 +54,8 @@ def test_fleischner_risk_and_multiplicity(fl):
     assert fl.categorize("solid", 7, risk="high").recommendation == "CT at 6-12 months, then CT at 18-24 months"
     assert fl.categorize("solid", 7, count=3).recommendation.startswith("CT at 3-6 months, then consider")
     # published Table 1: multiple > 8 mm, high risk: "CT at 3-6 months, then at 18-24 months" (no "consider")
-    assert fl.categorize("solid", 12, count=2, risk="high").recommendation == "CT at 3-6 months, then CT at 18-24 months"
+    multiple_high = fl.categorize("solid", 12, count=2, risk="high")
+    assert multiple_high.recommendation == "CT at 3-6 months, then CT at 18-24 months"
     assert fl.categorize("solid", 12, count=2).rank < fl.categorize("solid", 12).rank  # single > 8 mm: PET/tissue
     with pytest.raises(GuidelineError, match="risk"):
         fl.categorize("solid", 7, risk="medium")
