@@ -194,8 +194,13 @@ def measure(shape: NoduleShape, n3: int = 56, n2: int = 256, core: bool = False)
     width = (np.maximum.reduceat(proj, starts, axis=0) - np.minimum.reduceat(proj, starts, axis=0)).max(1)
     best = int(kidx[starts[int(np.argmax(width))]])
     h2 = 2.0 * ext / n2
-    g2 = (np.arange(n2) + 0.5) * h2 - ext
-    Y2, X2 = np.meshgrid(g2 + c[1], g2 + c[0], indexing="ij")
+    # refine on a fine grid over the planes' extent (the coarse inside cells near the best plane, + 2 cells)
+    near = np.abs(pts[:, 2] - (g[best] + c[2])) <= 1.5 * h
+    lo = pts[near, :2].min(0) - 2.0 * h
+    hi = pts[near, :2].max(0) + 2.0 * h
+    gx = np.arange(lo[0] + h2 / 2, hi[0], h2)
+    gy = np.arange(lo[1] + h2 / 2, hi[1], h2)
+    Y2, X2 = np.meshgrid(gy, gx, indexing="ij")
     result = (0.0, 0.0, float(g[best] + c[2]))
     for zz in g[best] + c[2] + np.linspace(-h, h, 3):
         q2 = np.stack([X2, Y2, np.full_like(X2, zz)], -1)
