@@ -57,12 +57,15 @@ class InferenceSpec(_Spec):
     roi_size: tuple[int, int, int]  # sliding-window size (voxels)
     overlap: float = 0.25
     sw_batch_size: int = 2
+    single_pass_max_voxels: int = 0  # an input up to this size runs whole (no sliding-window overlap)
     candidate_threshold: float  # coarse-pass probability that makes a candidate region
     threshold: float  # fine-pass probability that makes the candidate's mask
     min_confidence: float  # candidates whose max fine probability is below this are dropped
     lung_margin_mm: float  # the lung mask's bounding box is grown by this much
     fine_margin_mm: float  # margin around a coarse candidate for its fine crop
     min_volume_mm3: float  # smaller components are dropped
+    min_lung_fraction: float = 0.5  # at least this fraction of a candidate lies in the lung mask grown by …
+    lung_fraction_margin_mm: float = 3.0  # … this margin (mediastinum, chest wall and hila are not nodules)
 
 
 class ModelSpec(_Spec):

@@ -9,8 +9,9 @@ Coarse then fine, only inside the lungs:
    ``fine_margin_mm``) that is resampled to ``fine_spacing_mm`` and predicted again; the fine probability
    is resampled back onto the volume's own grid inside that box;
 3. candidates are the connected components of fine probability ≥ ``threshold`` whose maximum
-   probability (the candidate's ``confidence``) reaches ``min_confidence`` and whose volume reaches
-   ``min_volume_mm3``.
+   probability (the candidate's ``confidence``) reaches ``min_confidence``, whose volume reaches
+   ``min_volume_mm3`` and of which at least ``min_lung_fraction`` lies within ``lung_fraction_margin_mm``
+   of the lung mask (so the mediastinum, hila and chest wall inside the lung box give no candidates).
 
 A candidate's ``mask`` is a *crop*: a bool array [k, j, i] whose voxel (0, 0, 0) is voxel ``offset``
 (k, j, i) of the volume; ``full_mask(shape)`` gives it on the whole grid.
@@ -92,7 +93,9 @@ def _predict(backend: Backend, image: torch.Tensor, spec: ModelSpec, device: tor
     inf = spec.inference
     roi = tuple(inf.roi_size)
     try:
-        if all(s <= r for s, r in zip(image.shape[2:], roi)):
+        whole = all(s <= r for s, r in zip(image.shape[2:], roi)) or \
+            int(np.prod(image.shape[2:])) <= inf.single_pass_max_voxels
+        if whole:
             div = size_divisor(spec.architecture.name, spec.architecture.params)
             pad = [(-s) % div for s in image.shape[2:]]
             if any(pad):
@@ -141,6 +144,7 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
     if lung_labels is not None:
         lm = torch.from_numpy(np.ascontiguousarray(_crop(lung_labels, lung_box) > 0)).to(dev)
         lm = resample(lm.float(), tuple(prob_c.shape), mode="trilinear") > 0.01
+        lung_c = lm.cpu().numpy()
         grow_vox = max(1, int(round(inf.lung_margin_mm / inf.coarse_spacing_mm)))
         lm = torch.nn.functional.max_pool3d(lm[None, None].float(), 2 * grow_vox + 1, stride=1, padding=grow_vox)[0, 0] > 0
         prob_c = prob_c * lm
@@ -152,9 +156,11 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
     lab, n = ndimage.label(prob_c_np >= inf.candidate_threshold)
     boxes = []
     scale = np.asarray([b[1] - b[0] for b in lung_box], dtype=np.float64) / np.asarray(prob_c_np.shape)
-    for sl in ndimage.find_objects(lab):
+    for idx, sl in enumerate(ndimage.find_objects(lab), start=1):
         if sl is None:
             continue
+        if lung_labels is not None and float(lung_c[sl][lab[sl] == idx].mean()) < 0.5 * inf.min_lung_fraction:
+            continue  # a region mostly outside the lungs (hilum, mediastinum, wall): no fine pass
         b = tuple((lung_box[a][0] + int(np.floor(sl[a].start * scale[a])),
                    lung_box[a][0] + int(np.ceil(sl[a].stop * scale[a]))) for a in range(3))
         boxes.append(grow_box(b, inf.fine_margin_mm, sp, arr.shape))
@@ -173,7 +179,8 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
         cands.extend(_components(pn, box, inf.threshold, inf.min_confidence, inf.min_volume_mm3, vox_mm3))
     timings["fine"] = time.perf_counter() - t
     if lung_labels is not None:
-        cands = [c for c in cands if _touches_lung(c, lung_labels, inf.lung_margin_mm, sp)]
+        cands = [c for c in cands
+                 if _lung_fraction(c, lung_labels, inf.lung_fraction_margin_mm, sp) >= inf.min_lung_fraction]
     cands = _dedupe(cands)
     cands.sort(key=lambda c: -c.confidence)
     timings["total"] = time.perf_counter() - t0
@@ -231,17 +238,16 @@ def _components(prob: np.ndarray, box: Box, threshold: float, min_conf: float, m
     return out
 
 
-def _touches_lung(c: Candidate, lung_labels: np.ndarray, margin_mm: float, spacing_xyz) -> bool:
-    """True when the candidate lies within ``margin_mm`` of the lung mask (juxtapleural nodules count)."""
+def _lung_fraction(c: Candidate, lung_labels: np.ndarray, margin_mm: float, spacing_xyz) -> float:
+    """Fraction of the candidate's voxels within ``margin_mm`` of the lung mask."""
     box = grow_box(c.box, margin_mm, spacing_xyz, lung_labels.shape)
     lung = _crop(lung_labels, box) > 0
     if not lung.any():
-        return False
-    m = np.zeros(lung.shape, dtype=bool)
+        return 0.0
     o = tuple(c.offset[a] - box[a][0] for a in range(3))
-    m[o[0]:o[0] + c.mask.shape[0], o[1]:o[1] + c.mask.shape[1], o[2]:o[2] + c.mask.shape[2]] = c.mask
+    sl = tuple(slice(o[a], o[a] + c.mask.shape[a]) for a in range(3))
     dist = ndimage.distance_transform_edt(~lung, sampling=(spacing_xyz[2], spacing_xyz[1], spacing_xyz[0]))
-    return bool((dist[m] <= margin_mm).any())
+    return float((dist[sl][c.mask] <= margin_mm).mean())
 
 
 def _dedupe(cands: list[Candidate]) -> list[Candidate]:

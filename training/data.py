@@ -2,7 +2,9 @@
 
 Each study is reduced to what patch sampling needs: the HU array, its spacing, the nodule mask and three
 pools of sampling points (voxel indices [k, j, i]): nodule voxels, *hard negatives* (vessel-like voxels
-inside the lungs: HU above ``vessel_hu`` and not nodule) and ordinary lung voxels. A patch is centred
+inside the lungs: HU above ``vessel_hu`` and not nodule), *wall* voxels (dense tissue outside the lungs but
+within ``wall_mm`` of them: chest wall, mediastinum, hila, diaphragm, which the lung box also holds) and
+ordinary lung voxels. A patch is centred
 near a point of one pool (the pool chosen with the configured fractions), cut at a random isotropic
 spacing (scale augmentation, so one network serves the coarse and the fine pass), flipped and
 intensity-jittered.
@@ -34,7 +36,7 @@ from pipelines.preprocess import resample, spacing_kji, window_hu
 
 log = logging.getLogger(__name__)
 
-POOLS = ("nodule", "vessel", "lung")
+POOLS = ("nodule", "vessel", "wall", "lung")
 
 
 @dataclass
@@ -44,6 +46,7 @@ class SamplingConfig:
     hu_window: tuple[float, float]
     fractions: dict[str, float]  # pool → probability
     vessel_hu: float = -400.0
+    wall_mm: float = 12.0
     jitter: float = 0.35  # a patch's centre moves up to this fraction of the patch from the point
     max_points: int = 20000
 
@@ -90,7 +93,7 @@ def load_synthetic_arrays(seed: int, preset: str, overrides: dict | None = None,
 
 
 def study_item(hu: np.ndarray, spacing_xyz, nodule: np.ndarray, lung: np.ndarray, *, seed: int,
-               vessel_hu: float = -400.0, max_points: int = 20000) -> dict:
+               vessel_hu: float = -400.0, wall_mm: float = 12.0, max_points: int = 20000) -> dict:
     rng = np.random.default_rng(seed)
 
     def pick(mask):
@@ -100,9 +103,23 @@ def study_item(hu: np.ndarray, spacing_xyz, nodule: np.ndarray, lung: np.ndarray
         return idx.astype(np.int32)
 
     vessel = lung & (hu > vessel_hu) & ~ndimage_dilate(nodule, 2)
+    near = _near(lung, wall_mm, spacing_xyz)
+    wall = near & ~lung & (hu > vessel_hu) & ~ndimage_dilate(nodule, 2)
     return {"seed": seed, "hu": hu.astype(np.int16), "spacing": tuple(float(s) for s in spacing_xyz),
             "nodule": nodule.astype(bool), "points": {"nodule": pick(nodule), "vessel": pick(vessel),
-                                                       "lung": pick(lung)}}
+                                                       "wall": pick(wall), "lung": pick(lung)}}
+
+
+def _near(mask: np.ndarray, mm: float, spacing_xyz) -> np.ndarray:
+    """Voxels within ``mm`` of ``mask`` (distance on a 2x-downsampled grid, for speed)."""
+    from scipy import ndimage
+
+    if not mask.any():
+        return mask
+    sub = mask[::2, ::2, ::2]
+    d = ndimage.distance_transform_edt(~sub, sampling=tuple(2 * s for s in spacing_kji(spacing_xyz)))
+    near = (d <= mm).repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    return near[:mask.shape[0], :mask.shape[1], :mask.shape[2]]
 
 
 def ndimage_dilate(mask: np.ndarray, it: int) -> np.ndarray:

@@ -44,7 +44,8 @@ class DataConfig(_C):
     cache_workers: int = 0  # studies generated in parallel threads
     train_seeds: tuple[int, int]  # [start, stop)
     val_seeds: tuple[int, int]
-    fractions: dict[str, float] = Field(default_factory=lambda: {"nodule": 0.5, "vessel": 0.3, "lung": 0.2})
+    fractions: dict[str, float] = Field(default_factory=lambda: {"nodule": 0.4, "vessel": 0.25, "wall": 0.2,
+                                                                  "lung": 0.15})
     vessel_hu: float = -400.0
     val_patches_per_study: int = 6
 
@@ -93,7 +94,7 @@ def _val_set(studies, cfg: TrainConfig, rng: np.random.RandomState) -> list[tupl
     for n in range(len(studies)):
         item = studies[n]
         for v in range(cfg.data.val_patches_per_study):
-            pool = POOLS[0] if v % 2 == 0 else POOLS[1 + (v // 2) % 2]
+            pool = POOLS[0] if v % 2 == 0 else POOLS[1 + (v // 2) % (len(POOLS) - 1)]
             pts = item["points"][pool]
             if len(pts) == 0:
                 continue
@@ -211,6 +212,7 @@ def train(cfg: TrainConfig, run_dir: Path | str, *, device: torch.device | None 
 
 def _publish(cfg: TrainConfig, card_path: Path, card: dict, best_pt: Path, summary: dict) -> dict:
     """Copy the best weights to the card's weights file and update the card's sha256 and training block."""
+    card = yaml.safe_load(card_path.read_text())  # re-read: the card may have been edited during the run
     state = torch.load(best_pt, map_location="cpu", weights_only=True)
     wpath = Path(card["weights"]["file"])
     wpath = wpath if wpath.is_absolute() else REPO_ROOT / wpath

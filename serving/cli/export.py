@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("onnx", "--format", help="onnx | torchscript | bundle"),
         model: str = typer.Option(None, "--model", help="Model card name (default: the card marked default)."),
         out: str = typer.Option(None, "--out", help="Output file (default: the card's onnx/torchscript file)."),
+        update_card: bool = typer.Option(False, "--update-card", help="Record the file's sha256 in the model card."),
         json_path: str = typer.Option("-", "--json", help="Write {path, sha256} here ('-' = stdout)."),
     ) -> None:
         """Export the model card's network with its verified weights; prints the file and its sha256."""
@@ -47,4 +48,15 @@ def register(app: typer.Typer) -> None:
             digest = export_onnx(net, path, example_size=size) if fmt == "onnx" else export_torchscript(net, path, example_size=size)
         except ModelsError as err:
             raise ModelError(str(err)) from err
+        if update_card:
+            import yaml
+
+            from models.registry import models_dir
+
+            card_path = models_dir() / f"{spec.name}.yaml"
+            card = yaml.safe_load(card_path.read_text())
+            key = "onnx" if fmt == "onnx" else "torchscript"
+            rel = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+            card[key] = {"file": str(rel), "sha256": digest}
+            card_path.write_text(yaml.safe_dump(card, sort_keys=False, width=110))
         write_json({"model": spec.name, "format": fmt, "path": str(path), "sha256": digest}, json_path)
