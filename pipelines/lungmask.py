@@ -54,7 +54,7 @@ class LungMaskConfig(BaseModel):
     """Thresholds of the classical lung mask; defaults and sources in ``configs/lungmask.yaml``."""
 
     model_config = ConfigDict(extra="forbid")
-    coarse_inplane_mm: float = Field(2.0, gt=0)
+    coarse_inplane_mm: float = Field(2.5, gt=0)
     coarse_slice_mm: float = Field(2.0, gt=0)
     body_hu: float = -500.0
     body_opening_mm: float = Field(4.0, ge=0)
@@ -155,10 +155,13 @@ def _block_mean(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
     pads = [(0, (-n) % s) for n, s in zip(a.shape, f)]
     b = np.pad(a, pads, mode="edge") if any(p[1] for p in pads) else a
     K, J, I = (n // s for n, s in zip(b.shape, f))
-    v = b.reshape(K, f[0], J, f[1], I, f[2])
-    acc = np.int64 if np.issubdtype(b.dtype, np.integer) else np.float64
-    out = v.sum(axis=5, dtype=acc).sum(axis=3).sum(axis=1)
-    return (out / float(np.prod(f))).astype(np.float32)
+    acc = np.zeros((K, J, I), np.float32)
+    for dk in range(f[0]):  # sum of the f0*f1*f2 strided sub-grids: no large temporaries
+        for dj in range(f[1]):
+            for di in range(f[2]):
+                acc += b[dk::f[0], dj::f[1], di::f[2]]
+    acc /= float(np.prod(f))
+    return acc
 
 
 def _upsample(c: np.ndarray, f: tuple[int, int, int], shape: tuple[int, int, int]) -> np.ndarray:
@@ -171,6 +174,8 @@ def _upsample(c: np.ndarray, f: tuple[int, int, int], shape: tuple[int, int, int
 
 
 def _inplane_struct(radius_mm: float, sj: float, si: float) -> np.ndarray:
+    """In-plane disk of radius_mm, at least the 4-neighbourhood (a radius below one pixel still acts)."""
+    radius_mm = max(radius_mm, min(sj, si))
     rj, ri = max(1, int(round(radius_mm / sj))), max(1, int(round(radius_mm / si)))
     y, x = np.ogrid[-rj:rj + 1, -ri:ri + 1]
     disk = (y * sj) ** 2 + (x * si) ** 2 <= radius_mm ** 2 + 1e-6
@@ -186,15 +191,14 @@ def _fill_holes_2d(m: np.ndarray) -> np.ndarray:
 
 
 def _closing_2d(m: np.ndarray, r_mm: float, sp_kji: tuple[float, float, float]) -> np.ndarray:
-    """In-plane closing by a disk of radius r_mm, per axial slice, via distance transforms."""
+    """In-plane closing by a square of half-width r_mm per axial slice (separable running max/min, O(N))."""
     if r_mm <= 0 or not m.any():
         return m
-    pj, pi = int(np.ceil(r_mm / sp_kji[1])) + 2, int(np.ceil(r_mm / sp_kji[2])) + 2
-    mp = np.pad(m, ((0, 0), (pj, pj), (pi, pi)))
-    sampling = (1e4 * max(sp_kji), sp_kji[1], sp_kji[2])  # no distances across slices
-    dil = ndi.distance_transform_edt(~mp, sampling=sampling) <= r_mm
-    clo = ndi.distance_transform_edt(dil, sampling=sampling) > r_mm
-    return (clo | mp)[:, pj:-pj, pi:-pi]
+    hj, hi = max(1, int(round(r_mm / sp_kji[1]))), max(1, int(round(r_mm / sp_kji[2])))
+    mp = np.pad(m, ((0, 0), (hj + 1, hj + 1), (hi + 1, hi + 1))).view(np.uint8)
+    d = ndi.maximum_filter1d(ndi.maximum_filter1d(mp, 2 * hj + 1, axis=1), 2 * hi + 1, axis=2)
+    c = ndi.minimum_filter1d(ndi.minimum_filter1d(d, 2 * hj + 1, axis=1), 2 * hi + 1, axis=2)
+    return (c.astype(bool) | mp.astype(bool))[:, hj + 1:-(hj + 1), hi + 1:-(hi + 1)]
 
 
 def _bbox(m: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, slice, slice]:
@@ -292,10 +296,12 @@ def _airways(hu, lung, body, cfg, g, warnings) -> np.ndarray:
     # every axial cross-section of the lung candidates at once (in-plane 8-connectivity)
     lab, n = ndi.label(lung, structure=_PLANE8)
     if n:
-        idx = np.arange(1, n + 1)
-        area = np.bincount(lab.ravel(), minlength=n + 1)[1:] * ij_area
-        com = np.asarray(ndi.center_of_mass(lung, lab, idx), dtype=float).reshape(-1, 3)  # (k, j, i)
-        mean_hu = np.asarray(ndi.mean(hu, lab, idx))
+        pk, pj, pi = np.nonzero(lab)
+        lv = lab[pk, pj, pi]
+        cnt_c = np.maximum(np.bincount(lv, minlength=n + 1)[1:], 1)
+        area = cnt_c * ij_area
+        com = np.stack([np.bincount(lv, weights=p, minlength=n + 1)[1:] / cnt_c for p in (pk, pj, pi)], axis=1)
+        mean_hu = np.bincount(lv, weights=hu[pk, pj, pi], minlength=n + 1)[1:] / cnt_c
         # the body's centre per slice
         cnt = np.maximum(body.sum(axis=(1, 2)), 1)
         bj = (body.sum(axis=2) * np.arange(body.shape[1])).sum(axis=1) / cnt
@@ -388,13 +394,20 @@ def _split(lung, hu, body, cfg, g, warnings) -> np.ndarray:
     return out
 
 
-def _x_mm_grid(shape, g: _Grid) -> np.ndarray:
-    k, j, i = np.meshgrid(*(np.arange(s, dtype=np.float32) for s in shape), indexing="ij", sparse=True)
+def _mm_grid(shape, g: _Grid, row: int, offset=(0, 0, 0)) -> np.ndarray:
+    """LPS coordinate ``row`` (0 x, 1 y, 2 z; mm) of every coarse voxel of a block of ``shape`` at ``offset``."""
+    k, j, i = (np.arange(o, o + n, dtype=np.float32) for o, n in zip(offset, shape))
     aff = g.volume.affine_lps
     f = g.f
-    # x = row 0 of the affine applied to native (i, j, k)
-    ni, nj, nk = i * f[2] + (f[2] - 1) / 2, j * f[1] + (f[1] - 1) / 2, k * f[0] + (f[0] - 1) / 2
-    return (aff[0, 0] * ni + aff[0, 1] * nj + aff[0, 2] * nk + aff[0, 3]).astype(np.float32)
+    ni = (i * f[2] + (f[2] - 1) / 2)[None, None, :]
+    nj = (j * f[1] + (f[1] - 1) / 2)[None, :, None]
+    nk = (k * f[0] + (f[0] - 1) / 2)[:, None, None]
+    a = aff[row].astype(np.float32)
+    return np.broadcast_to(a[0] * ni + a[1] * nj + a[2] * nk + a[3], tuple(shape)).astype(np.float32)
+
+
+def _x_mm_grid(shape, g: _Grid, offset=(0, 0, 0)) -> np.ndarray:
+    return _mm_grid(shape, g, 0, offset)
 
 
 def _x_span(m, g) -> tuple[float, float]:
@@ -411,7 +424,7 @@ def _erode_split(m: np.ndarray, cfg: LungMaskConfig, g: _Grid):
     st = np.zeros((3, 3, 3), bool)
     st[1, 1, :] = st[1, :, 1] = True
     er = sub
-    for _ in range(max(0, n_iter)):
+    for it in range(max(0, n_iter)):
         er = ndi.binary_erosion(er, structure=st)
         lab, n, sizes = _components(er)
         if n < 2:
@@ -420,15 +433,39 @@ def _erode_split(m: np.ndarray, cfg: LungMaskConfig, g: _Grid):
             continue
         o = np.argsort(sizes)[::-1]
         if sizes[o[1]] >= cfg.split_min_ratio * sizes[o[0]]:
-            markers = np.zeros(sub.shape, np.int32)
-            markers[lab == o[0]] = 1
-            markers[lab == o[1]] = 2
-            _, ind = ndi.distance_transform_edt(markers == 0, sampling=g.sp_kji, return_indices=True)
-            nearest = markers[tuple(ind)]
+            # grow both parts back inside the lung, one in-plane step at a time, so the cut stays where
+            # the junction was thinnest
+            pa, pb = lab == o[0], lab == o[1]
+            free = sub & ~pa & ~pb
+            for _ in range(it + 2):  # as many steps as the erosion took, plus a margin
+                ga = ndi.binary_dilation(pa, structure=st) & free
+                gb = ndi.binary_dilation(pb, structure=st) & free & ~ga
+                if not ga.any() and not gb.any():
+                    break
+                pa |= ga
+                pb |= gb
+                free &= ~(ga | gb)
+            if free.any():
+                # the rest (tips the erosion removed from whole slices): each piece goes to the part it
+                # touches most, or to the side of its centre
+                flab, fn = ndi.label(free)
+                touch_a = np.bincount(flab[ndi.binary_dilation(pa) & free], minlength=fn + 1)
+                touch_b = np.bincount(flab[ndi.binary_dilation(pb) & free], minlength=fn + 1)
+                to_a = touch_a > touch_b
+                tie = touch_a == touch_b
+                if tie[1:].any():
+                    xs = _x_mm_grid(sub.shape, g, tuple(t.start for t in sl))
+                    xa, xb = xs[pa].mean(), xs[pb].mean()
+                    cnt = np.maximum(np.bincount(flab.ravel(), minlength=fn + 1), 1)
+                    xf = np.bincount(flab.ravel(), weights=xs.ravel(), minlength=fn + 1) / cnt
+                    to_a = np.where(tie, np.abs(xf - xa) < np.abs(xf - xb), to_a)
+                to_a[0] = False
+                pa |= to_a[flab]
+                pb |= free & ~to_a[flab]
             a = np.zeros_like(m)
             b = np.zeros_like(m)
-            a[sl] = sub & (nearest == 1)
-            b[sl] = sub & (nearest == 2)
+            a[sl] = pa
+            b[sl] = pb
             return a, b
     return m, None
 
@@ -439,7 +476,7 @@ def _lateral_hull_fill(m: np.ndarray, sl, side: int, cfg: LungMaskConfig, g: _Gr
     too wide for the closing (not the liver or spleen dome under a basal crescent)."""
     from skimage.morphology import convex_hull_image
 
-    xs = _x_mm_grid(g.shape, g)[sl]
+    xs = _x_mm_grid(m.shape, g, tuple(t.start for t in sl))
     lateral = -1.0 if side == RIGHT else 1.0  # patient's right is LPS -x
     add = np.zeros_like(m)
     area_k = m.sum(axis=(1, 2))
@@ -449,17 +486,33 @@ def _lateral_hull_fill(m: np.ndarray, sl, side: int, cfg: LungMaskConfig, g: _Gr
     if n == 0:
         return add
     idx = np.arange(1, n + 1)
-    k_of = np.asarray(ndi.minimum(np.broadcast_to(np.arange(m.shape[0])[:, None, None], m.shape), lab, idx), int)
+    pk, pj, pi = np.nonzero(lab)
+    lv = lab[pk, pj, pi]
+    area = np.bincount(lv, minlength=n + 1)[1:].astype(float)
+    k_of = np.zeros(n + 1, int)
+    k_of[lv] = pk
+    k_of = k_of[1:]
     cx_lung = (m * xs).sum(axis=(1, 2)) / np.maximum(area_k, 1)
-    cx_add = np.asarray(ndi.mean(xs, lab, idx))
-    depth = ndi.distance_transform_edt(add, sampling=(1e4 * max(g.sp_kji), g.sp_kji[1], g.sp_kji[2]))
-    max_depth = np.asarray(ndi.maximum(depth, lab, idx))
-    area = np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(float)
-    keep = np.zeros(n + 1, bool)
-    keep[1:] = ((cx_add - cx_lung[k_of]) * lateral > 0) & (max_depth <= cfg.pleural_hull_depth_mm) \
-        & (max_depth >= cfg.pleural_hull_min_depth_mm) \
+    cx_add = np.bincount(lv, weights=xs[pk, pj, pi], minlength=n + 1)[1:] / np.maximum(area, 1)
+    area_mm2 = area * g.sp_kji[1] * g.sp_kji[2]
+    # cheap tests first; the depth (distance transform) only where a component can still pass
+    cand = ((cx_add - cx_lung[k_of]) * lateral > 0) \
         & (area <= cfg.pleural_hull_max_area_fraction * area_k[k_of]) \
-        & (max_depth ** 2 >= cfg.pleural_hull_min_compactness * area * g.sp_kji[1] * g.sp_kji[2])
+        & (area_mm2 >= np.pi * cfg.pleural_hull_min_depth_mm ** 2)
+    keep = np.zeros(n + 1, bool)
+    if not cand.any():
+        return keep[lab]
+    sel = np.zeros(n + 1, bool)
+    sel[1:] = cand
+    sub_add = sel[lab]
+    box = _bbox(sub_add, (0, 1, 1))
+    depth = np.zeros(add.shape, np.float32)
+    depth[box] = ndi.distance_transform_edt(sub_add[box], sampling=(1e4 * max(g.sp_kji), g.sp_kji[1], g.sp_kji[2]))
+    max_depth = np.zeros(n + 1)
+    np.maximum.at(max_depth, lv, depth[pk, pj, pi])
+    max_depth = max_depth[1:]
+    keep[1:] = cand & (max_depth <= cfg.pleural_hull_depth_mm) & (max_depth >= cfg.pleural_hull_min_depth_mm) \
+        & (max_depth ** 2 >= cfg.pleural_hull_min_compactness * area_mm2)
     return keep[lab]
 
 
@@ -478,9 +531,11 @@ def _approx_lobes(labels: np.ndarray, g: _Grid, cfg: LobeConfig, warnings) -> np
             warnings.append("lung mask: the lungs extend beyond the first or last slice; "
                             "lobes not assigned (they need the whole lung height)")
             return None
-        pts = np.argwhere(m)
-        mm = g.to_mm(pts)
-        z, y = mm[:, 2], mm[:, 1]
+        sl = _bbox(m, (0, 0, 0))
+        off = tuple(t.start for t in sl)
+        mb = m[sl]
+        z = _mm_grid(mb.shape, g, 2, off)[mb]
+        y = _mm_grid(mb.shape, g, 1, off)[mb]
         zn = (z - z.min()) / max(z.max() - z.min(), 1e-6)  # 0 base .. 1 apex (LPS +z is superior)
         yn = (y - y.min()) / max(y.max() - y.min(), 1e-6)  # 0 anterior .. 1 posterior (LPS +y is posterior)
         oblique = cfg.oblique_height_anterior + (cfg.oblique_height_posterior - cfg.oblique_height_anterior) * yn
@@ -490,7 +545,8 @@ def _approx_lobes(labels: np.ndarray, g: _Grid, cfg: LobeConfig, warnings) -> np
                             np.where(zn < cfg.horizontal_height, LOBE_CODES["RML"], LOBE_CODES["RUL"]))
         else:
             code = np.where(lower, LOBE_CODES["LLL"], LOBE_CODES["LUL"])
-        lobes[tuple(pts.T)] = code
+        sub = lobes[sl]
+        sub[mb] = code
     return lobes
 
 
