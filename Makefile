@@ -37,10 +37,10 @@ system-deps:
 	  || echo "system-deps: could not install$$missing; their tests will be skipped"; \
 	else echo "system-deps: missing$$missing (apt-get install as root); their tests will be skipped"; fi
 
-test: $(STAMP)
+test: system-deps $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: system-deps $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 clean:
