@@ -48,6 +48,16 @@ def make_case(seed: int = 0, shape_kji=(300, 512, 512), spacing=(0.7, 0.7, 1.0),
     return vol, mask
 
 
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def timed(fn, repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):
@@ -74,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "ours_measure_mask_s": {"median": ours, "all": ours_all},
         "ours_measure_labels_s": {"median": labels_t, "all": labels_all},
         "environment": {"python": platform.python_version(), "machine": platform.machine(),
-                        "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                        "processor": cpu_model(), "cpus": os.cpu_count(),
                         "load_avg_1min": os.getloadavg()[0],
                         **{lib: metadata.version(lib) for lib in ("numpy", "scipy", "scikit-image")}},
     }
