@@ -192,7 +192,11 @@ def build_backend(spec, backend: str, precision: str, device: str):
     dev = torch.device(device)
     try:
         if backend in ("torch", "torch-compile"):
-            be = TorchBackend(load_network(spec), dev, amp=False, compile=backend == "torch-compile")
+            be = TorchBackend(load_network(spec), dev, amp=False)
+            if backend == "torch-compile":
+                # Static shapes: one graph per window shape (automatic dynamic shapes fail to lower the UNet's
+                # strided convolutions in Inductor, torch 2.13).
+                be.module = torch.compile(be.module, dynamic=False)
             return be if precision == "fp32" else _Autocast(be, precision)
         be = create_backend(spec, "onnxruntime", dev, tensorrt=backend == "tensorrt")
     except _ModelsError as err:
@@ -382,6 +386,7 @@ def run_bench(req: BenchRequest) -> dict:
                      "torch_threads": _torch_threads()},
         "runs": [],
         "skipped": skipped,
+        "failed": [],
     }
     with tempfile.TemporaryDirectory(prefix="preread-bench-") as tmp:
         if req.inputs:
@@ -395,10 +400,21 @@ def run_bench(req: BenchRequest) -> dict:
         for backend, precision in variants:
             log.info("bench %s/%s on %s: %d studies, %d worker(s)", backend, precision, device, len(studies),
                      req.workers)
-            run = _run_variant(studies, req, backend, precision, device)
+            try:
+                run = _run_variant(studies, req, backend, precision, device)
+            except Exception as err:  # noqa: BLE001 - one variant failing must not lose the others' results
+                if len(variants) == 1:
+                    raise
+                msg = f"{type(err).__name__}: {' '.join(str(err).split())}"[:300]
+                log.warning("%s/%s failed: %s", backend, precision, msg)
+                out["failed"].append({"backend": backend, "precision": precision, "error": msg})
+                continue
             out["runs"].append(run)
             log.info("%s/%s: %.1f studies/h, total %.2f s/study (median)", backend, precision,
                      run["studies_per_hour"] or 0.0, run["stages_s"]["total"]["median"])
+    if not out["runs"]:
+        raise ModelError("every backend failed: " + "; ".join(f"{f['backend']}/{f['precision']}: {f['error']}"
+                                                             for f in out["failed"]))
     return out
 
 
@@ -442,7 +458,7 @@ def plot(res: dict, path: Path) -> None:
     bottom = np.zeros(len(runs))
     for st in STAGES[:-1]:
         v = np.asarray([r["stages_s"][st]["mean"] for r in runs])
-        ax1.bar(labels, v, bottom=bottom, label=st)
+        ax1.bar(labels, v, bottom=bottom, label="preprocess (lung mask)" if st == "preprocess" else st)
         bottom += v
     ax1.set_ylabel("mean seconds per study")
     ax1.set_title("time per stage")
@@ -474,6 +490,8 @@ def print_table(res: dict, file=sys.stdout) -> None:
               f"{r['model_per_window_ms'] or 0:>9.1f}", file=file)
     for s in res["skipped"]:
         print(f"skipped {s['backend']}/{s['precision']}: {s['reason']}", file=file)
+    for f in res.get("failed", []):
+        print(f"failed {f['backend']}/{f['precision']}: {f['error']}", file=file)
 
 
 def _rel(p: Path) -> str:
@@ -518,9 +536,10 @@ def readme_text(results_root: Path = RESULTS_ROOT) -> str:
                 f"| {st['compare']['mean']:.2f} | {tot['mean']:.2f} / {tot['median']:.2f} / {tot['p90']:.2f} "
                 f"| {r['model_per_volume_s']['mean']:.2f} | {r['model_per_window_ms'] or 0:.1f} "
                 f"| {r['studies_per_hour']} | [png]({_rel(png)}) |")
-        for sk in res.get("skipped", []):
+        for sk in res.get("skipped", []) + res.get("failed", []):
+            why = f"skipped: {sk['reason']}" if "reason" in sk else f"failed: {sk['error'][:120]}"
             lines.append(f"| {where} | {s['device']} | | {sk['backend']} | {sk['precision']} | | | | "
-                         f"skipped: {sk['reason']} | | | | | | | | | |")
+                         f"{why.replace('|', '/')} | | | | | | | | | |")
     if not files:
         lines.append("| (no runs committed yet) | | | | | | | | | | | | | | | | | |")
     lines += ["", "Commands:", ""]
