@@ -173,6 +173,8 @@ def truth_report(truth: dict) -> tuple[list[ReportFinding], ReportContext]:
 def truth_mask_findings(study) -> list[AIFinding]:
     from pipelines.measure import measure_labels
 
+    if not np.any(study.labels):
+        return []  # a study without nodules
     ms = measure_labels(study.volume, study.labels, lung_labels=study.lung_labels, lobe_labels=study.lobe_labels)
     return [m.to_ai_finding(f"ai-{m.label}", 1.0) for m in ms]
 
