@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import Select, func, select
+from sqlalchemy.orm import defer
 
 from pipelines.errors import NotFoundError, ServingError
 from serving.auth import Principal
@@ -82,7 +83,9 @@ class Store:
         }[q.sort]
         with self.db.session() as s:
             total = s.scalar(self._filtered(q, select(func.count()).select_from(Job))) or 0
-            jobs = s.scalars(self._filtered(q, select(Job)).order_by(*order).limit(q.limit).offset(q.offset)).all()
+            rows = self._filtered(q, select(Job).options(defer(Job.result), defer(Job.report_text),
+                                                         defer(Job.pacs_store)))
+            jobs = s.scalars(rows.order_by(*order).limit(q.limit).offset(q.offset)).all()
             last = self._last_reviews(s, [j.id for j in jobs])
             counts = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
         return {"items": [job_summary(j, last.get(j.id)) for j in jobs], "total": int(total),
