@@ -627,7 +627,7 @@ def segment_lungs(volume: Volume, *, config: LungMaskConfig | dict | str | Path 
         sl = _bbox(m, margin)
         sub = _closing_2d(m[sl], r_mm, g.sp_kji)
         if cfg.pleural_hull_depth_mm > 0:
-            sub |= _lateral_hull_fill(sub, sl, side, cfg, g)
+            sub |= _lateral_hull_fill(m[sl], sl, side, cfg, g)  # bites of the unclosed lung
         if cfg.fill_holes_2d:
             sub = _fill_holes_2d(sub)
         other = (labels_c[sl] != 0) & (labels_c[sl] != side)
