@@ -126,8 +126,8 @@ def wait_for(predicate, timeout_s: float, what: str, interval: float = 0.5):
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-LIVE_REPORT = ("CT CHEST WITHOUT CONTRAST. FINDINGS: There is a 2.5 cm spiculated mass in the right upper lobe. "
-               "No other pulmonary nodules. IMPRESSION: Right upper lobe mass, suspicious for malignancy.")
+LIVE_REPORT = ("CT CHEST WITHOUT CONTRAST. FINDINGS: There is a 2.5 cm spiculated mass in the left lower lobe. "
+               "No other pulmonary nodules. IMPRESSION: Left lower lobe mass, suspicious for malignancy.")
 
 
 @pytest.fixture(scope="session")
