@@ -42,14 +42,24 @@ def _error(status: int, code: str, detail: str, headers: dict | None = None) -> 
 
 
 class BodyLimit:
-    """Pure ASGI middleware: 413 for a declared or streamed request body above ``max_bytes``."""
+    """Pure ASGI middleware: 413 for a declared or streamed request body above the limit: ``max_bytes`` for
+    study uploads, 1 MiB for every other route."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, other_max_bytes: int = 1 << 20, upload_path: str = "/studies"):
+        self.app, self.upload_max, self.other_max, self.upload_path = app, max_bytes, other_max_bytes, upload_path
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        return await _Limited(self.app, self.upload_max if scope.get("path") == self.upload_path
+                              else min(self.other_max, self.upload_max))(scope, receive, send)
+
+
+class _Limited:
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
         for k, v in scope.get("headers", []):
             if k == b"content-length":
                 try:

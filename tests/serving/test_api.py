@@ -281,3 +281,10 @@ def test_streamed_body_without_length_is_cut_at_the_limit(service, small_dicom):
                                          "Content-Type": "multipart/form-data; boundary=zzz"}, content=chunks())
     assert r.status_code == 413 and r.json()["error"] == "input_too_large"
     assert _state(app) == before
+
+
+def test_json_bodies_elsewhere_are_capped_at_1_mib(service):
+    app, client, tokens = service()
+    r = client.post("/tokens", headers={**auth(tokens["admin"]), "Content-Type": "application/json"},
+                    content=b'{"role": "reader", "name": "' + b"a" * (2 << 20) + b'"}')
+    assert r.status_code == 413 and r.json()["error"] == "input_too_large"
