@@ -25,7 +25,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -292,7 +291,8 @@ def _run_share(studies, warmup_studies, model: str | None, backend: str, precisi
         end = time.time()
     return {"records": records, "start": start, "end": end, "load_s": load_s, "warmup_s": warmup_s,
             "backend_used": timed.name, "device_used": timed.device, "precision_used": timed.precision,
-            "model": {"name": spec.name, "version": spec.version, "sw_batch_size": spec.inference.sw_batch_size,
+            "model": {"name": spec.name, "version": spec.version, "weights_sha256": spec.weights.sha256,
+                      "sw_batch_size": spec.inference.sw_batch_size,
                       "roi_size": list(spec.inference.roi_size)}}
 
 
@@ -508,7 +508,8 @@ def readme_text(results_root: Path = RESULTS_ROOT) -> str:
         "do not edit by hand. Each row is one `preread bench` run (the command is in its JSON file, with the",
         "hardware, driver and library versions). Times are seconds per study after one untimed warm-up study;",
         "throughput counts all workers together over the timed wall clock; model time is the network's own calls",
-        "(sliding windows, coarse and fine pass).",
+        "(CUDA synchronised), and a window is one network input (a sliding-window patch of the coarse pass, or a",
+        "whole fine-pass crop). The model column gives the first 8 hex digits of the weights' sha256.",
         "",
         "## Per-stage times and throughput (`preread bench`)",
         "",
@@ -529,7 +530,9 @@ def readme_text(results_root: Path = RESULTS_ROOT) -> str:
             st = r["stages_s"]
             tot = st["total"]
             lines.append(
-                f"| {where} | {r['device_used']} | {r['model']['name']} {r['model']['version']} | {r['backend']} "
+                f"| {where} | {r['device_used']} | {r['model']['name']} {r['model']['version']}"
+                f"{' (' + r['model']['weights_sha256'][:8] + ')' if r['model'].get('weights_sha256') else ''} "
+                f"| {r['backend']} "
                 f"| {r['precision_used']} | {r['model']['sw_batch_size']} | {s['workers']} "
                 f"| {s['studies']} {s['preset'] or 'given'} | {st['ingest']['mean']:.2f} "
                 f"| {st['preprocess']['mean']:.2f} | {st['infer']['mean']:.2f} | {st['measure']['mean']:.2f} "
@@ -557,8 +560,9 @@ def readme_text(results_root: Path = RESULTS_ROOT) -> str:
             res = json.loads(f.read_text())
             hw = res["hardware"]
             for r in res["runs"]:
-                lines.append(f"| {hw.get('gpu') or str(hw['cpu_count']) + '-core CPU'} | {r['workers']} "
-                             f"| {r['done']}/{r['studies']} | {r['studies_per_hour']} | {r.get('scaling_efficiency')} |")
+                where = hw.get("gpu") or f"{hw['cpu_count']}-core CPU"
+                lines.append(f"| {where} | {r['workers']} | {r['done']}/{r['studies']} | {r['studies_per_hour']} "
+                             f"| {r.get('scaling_efficiency')} |")
     lines += ["", "## Plots", ""]
     for hw_dir in sorted({p.parent for p in results_root.glob("*/*.png")}):
         lines.append(f"### {hw_dir.name}")
