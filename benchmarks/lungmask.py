@@ -99,8 +99,16 @@ def bench_synthetic(n: int, seed: int) -> dict:
                "dice_right": dice(seg.labels == 1, truth == 1), "dice_left": dice(seg.labels == 2, truth == 2),
                "dice_both": dice(seg.labels > 0, truth > 0), "warnings": seg.warnings}
         nod = np.asarray(study.labels)
-        cover = [float((seg.labels[nod == n] > 0).mean()) for n in np.unique(nod) if n > 0]
+        truth_by_label = {int(t.get("label", t.get("id"))): t for t in study.truth.get("nodules", [])}
+        cover, detail = [], []
+        for n in np.unique(nod[nod > 0]):
+            c = float((seg.labels[nod == n] > 0).mean())
+            cover.append(c)
+            t = truth_by_label.get(int(n), {})
+            detail.append({"label": int(n), "mean_diameter_mm": t.get("mean_diameter_mm"),
+                           "placement": t.get("placement"), "fraction_inside_mask": round(c, 4)})
         row["nodules"] = len(cover)
+        row["nodule_detail"] = detail
         row["nodule_voxels_inside_mask_min"] = round(min(cover), 4) if cover else None
         lobes_truth = getattr(study, "lobe_labels", None)
         if lobes_truth is not None and seg.lobes is not None:
@@ -116,6 +124,11 @@ def bench_synthetic(n: int, seed: int) -> dict:
     cov = [r["nodule_voxels_inside_mask_min"] for r in rows if r.get("nodule_voxels_inside_mask_min") is not None]
     out["nodule_voxels_inside_mask_min"] = round(float(np.min(cov)), 4) if cov else None
     out["nodules"] = int(sum(r["nodules"] for r in rows))
+    big = [d for r in rows for d in r["nodule_detail"] if (d["mean_diameter_mm"] or 0) >= 5.0]
+    out["nodules_ge_5mm"] = len(big)
+    out["nodules_ge_5mm_fraction_inside_min"] = round(min(d["fraction_inside_mask"] for d in big), 4) if big else None
+    jp = [d for r in rows for d in r["nodule_detail"] if d["placement"] == "juxtapleural"]
+    out["juxtapleural_fraction_inside"] = [d["fraction_inside_mask"] for d in jp]
     lobe_rows = [r["dice_lobes_approximate"] for r in rows if "dice_lobes_approximate" in r]
     if lobe_rows:
         out["mean_dice_lobes_approximate"] = {
@@ -215,7 +228,8 @@ def main() -> int:
         print(f"synthetic (n={s['n']}): mean Dice right {s['mean_dice_right']}  left {s['mean_dice_left']}  "
               f"both {s['mean_dice_both']}  (min both {s['min_dice_both']})")
         print(f"  synthetic nodules ({s['nodules']}): smallest fraction of a nodule's voxels inside the mask "
-              f"{s['nodule_voxels_inside_mask_min']}")
+              f"{s['nodule_voxels_inside_mask_min']}; nodules >= 5 mm ({s['nodules_ge_5mm']}): "
+              f"{s['nodules_ge_5mm_fraction_inside_min']}; juxtapleural: {s['juxtapleural_fraction_inside']}")
         if "mean_dice_lobes_approximate" in s:
             print(f"  approximate lobes, mean Dice: {s['mean_dice_lobes_approximate']}")
     for r in res.get("real_series", []):
