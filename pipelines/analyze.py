@@ -150,7 +150,9 @@ def finish_study(prepared: PreparedStudy, detections, options: AnalyzeOptions | 
             measurements[fid] = m
 
     with timer.stage("compare"):
-        cmp = compare(ai_findings, parsed.findings, parsed.context, waited_s=opts.waited_s)
+        cmp = compare(ai_findings, parsed.findings, parsed.context, waited_s=opts.waited_s,
+                      slice_spacing_mm=float(volume.spacing_mm[2]),
+                      ai_available=bool(getattr(detections, "ok", True)))
 
     artifacts: dict = {}
     if opts.overlays_dir is not None or opts.dicom_dir is not None or out is not None:

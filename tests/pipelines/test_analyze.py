@@ -1,0 +1,93 @@
+"""The whole pre-read on synthetic studies (truth known) and on the real LIDC slab, through the CLI too."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from pipelines.analyze import AnalyzeOptions, analyze_study
+from serving.cli import main
+from training.synthetic import SynthConfig, make_study, write_study
+
+
+def _study(tmp_path: Path, seed: int, relation: str) -> Path:
+    cfg = SynthConfig.preset("fast", report_relation=relation)
+    return write_study(make_study(seed, cfg), tmp_path / f"study-{seed}")
+
+
+@pytest.fixture(scope="module")
+def negative_study(tmp_path_factory) -> Path:
+    # A study with nodules whose report says there are none: the textbook major discordance.
+    return _study(tmp_path_factory.mktemp("neg"), 9101, "negative")
+
+
+def test_report_negative_study_is_major_discordance_with_artifacts(negative_study, tmp_path):
+    truth = json.loads((negative_study / "truth.json").read_text())
+    big = [n for n in truth["nodules"] if n["mean_diameter_mm"] >= 6 and n["composition"] != "calcified"]
+    result = analyze_study(negative_study / "dicom", (negative_study / "report.txt").read_text(),
+                           out_dir=tmp_path / "out")
+    assert result.verdict == "discordant" if big else result.verdict in ("concordant", "discordant")
+    if big:
+        types = {(d.type, d.severity) for d in result.discordances}
+        assert ("report_negative_ai_positive", "major") in types, result.discordances
+        assert result.priority > 50
+    # Each AI finding carries geometry in both frames, and its slice as the InstanceNumber a reader sees.
+    for f in result.ai_findings:
+        assert len(f.center_mm) == 3 and len(f.center_voxel) == 3
+        assert f.instance_number is not None
+        assert f.long_axis_mm >= f.short_axis_mm > 0
+    art = result.model_extra.get("artifacts", {})
+    if result.ai_findings:
+        assert art["overlays"] and all(Path(p).is_file() for p in art["overlays"])
+        seg = pydicom.dcmread(art["seg"])
+        sr = pydicom.dcmread(art["sr"])
+        assert seg.Modality == "SEG" and sr.Modality == "SR"
+        assert seg.StudyInstanceUID == result.study_uid == sr.StudyInstanceUID
+    for stage in ("ingest", "preprocess", "infer", "measure", "total"):
+        assert result.timings_s[stage] >= 0
+
+
+def test_cli_analyze_writes_study_result_json(negative_study, tmp_path):
+    out = tmp_path / "result.json"
+    rc = main(["analyze", str(negative_study / "dicom"), "--report", str(negative_study / "report.txt"),
+               "--json", str(out), "--no-progress", "--overlays", str(tmp_path / "ov")])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    for key in ("study_uid", "series_uid", "series", "ai_findings", "report_findings", "report_context",
+                "matches", "discordances", "verdict", "priority", "model", "timings_s"):
+        assert key in data
+    assert data["model"]["backend"] and data["model"]["device"] == "cpu"
+    assert data["series"]["spacing_mm"] == pytest.approx(
+        json.loads((negative_study / "truth.json").read_text())["spacing_mm"], abs=1e-3)
+
+
+def test_cli_analyze_bad_inputs_exit_2_one_line(tmp_path):
+    report = tmp_path / "r.txt"
+    report.write_text("CT chest. No pulmonary nodules.")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.dcm").write_bytes(b"\x00" * 300)
+    for args in (["analyze", str(junk), "--report", str(report)],
+                 ["analyze", str(tmp_path / "missing"), "--report", str(report)],
+                 ["analyze", str(junk), "--report", str(tmp_path / "no-report.txt")]):
+        proc = subprocess.run([sys.executable, "-c", "from serving.cli import run; run()", *args, "--no-progress"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_real_lidc_slab_runs_end_to_end(shared_data, tmp_path):
+    slab = shared_data / "ct" / "lidc-idri-0001"
+    result = analyze_study(slab, "CT CHEST WITHOUT CONTRAST. FINDINGS: No pulmonary nodules.",
+                           options=AnalyzeOptions(overlays=False, dicom_out=False))
+    assert result.series.slices == 16
+    assert result.series.spacing_mm[2] == pytest.approx(2.5, abs=0.01)
+    assert result.verdict in ("discordant", "concordant", "indeterminate")
+    assert np.isfinite(result.priority)
