@@ -109,6 +109,18 @@ def test_phantom_juxtapleural_nodule_stays_inside(phantom):
     assert seg.labels[k, j, i] == 1
 
 
+def test_mask_with_margin_takes_the_whole_pleural_nodule(phantom):
+    _, truth, seg = phantom
+    grown = seg.mask_with_margin(3.0)
+    assert grown[seg.mask].all()
+    assert grown[truth["nodule_in_lung"]].all()
+    assert not grown[truth["table"]].any()
+    from scipy import ndimage as ndi
+
+    d = ndi.distance_transform_edt(~seg.mask, sampling=(1e4, SP[1], SP[0]))  # in-plane distance, mm
+    assert d[grown].max() <= 3.0 * np.sqrt(2) + 1e-6  # a rim of at most the margin (square corners)
+
+
 def test_broad_based_pleural_mass_stays_inside():
     """A 30 mm pleural-based mass is wider than the closing; the lateral hull fill keeps it."""
     vol, truth = make_phantom(seed=3)
