@@ -10,7 +10,7 @@ Coarse then fine, only inside the lungs:
    is resampled back onto the volume's own grid inside that box;
 3. candidates are the connected components of fine probability ≥ ``threshold`` whose maximum
    probability (the candidate's ``confidence``) reaches ``min_confidence``, whose volume reaches
-   ``min_volume_mm3`` and of which at least ``min_lung_fraction`` lies within ``lung_fraction_margin_mm``
+   ``min_volume_mm3``, which are compact (``min_compactness``, ``max_elongation``: vessels are not) and of which at least ``min_lung_fraction`` lies within ``lung_fraction_margin_mm``
    of the lung mask (so the mediastinum, hila and chest wall inside the lung box give no candidates).
 
 A candidate's ``mask`` is a *crop*: a bool array [k, j, i] whose voxel (0, 0, 0) is voxel ``offset``
@@ -176,7 +176,8 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
         pn = resample(pf, tuple(b[1] - b[0] for b in box))[0, 0].float().cpu().numpy()
         if full_prob is not None:
             _crop(full_prob, box)[...] = np.maximum(_crop(full_prob, box), pn.astype(np.float16))
-        cands.extend(_components(pn, box, inf.threshold, inf.min_confidence, inf.min_volume_mm3, vox_mm3))
+        cands.extend(c for c in _components(pn, box, inf.threshold, inf.min_confidence, inf.min_volume_mm3, vox_mm3)
+                     if _shape_ok(c, sp, inf.min_compactness, inf.max_elongation))
     timings["fine"] = time.perf_counter() - t
     if lung_labels is not None:
         cands = [c for c in cands
@@ -236,6 +237,21 @@ def _components(prob: np.ndarray, box: Box, threshold: float, min_conf: float, m
         out.append(Candidate(mask=m, offset=off, confidence=conf, mean_probability=float(p.mean()),  # type: ignore[arg-type]
                              center_voxel=[int(round(ci)), int(round(cj)), int(round(ck))], volume_mm3=vol))
     return out
+
+
+def _shape_ok(c: Candidate, spacing_xyz, min_compactness: float, max_elongation: float) -> bool:
+    """Compact enough to be a nodule: a vessel segment is long for its volume and elongated."""
+    sp = np.asarray(spacing_xyz[::-1], dtype=np.float64)  # (k, j, i)
+    pts = np.argwhere(c.mask) * sp
+    extent = float(np.ptp(pts, axis=0).max() + sp.min()) if len(pts) else 0.0
+    eq = (6.0 * c.volume_mm3 / np.pi) ** (1.0 / 3.0)
+    if extent > 0 and eq / extent < min_compactness:
+        return False
+    if len(pts) > 3:
+        ev = np.sort(np.linalg.eigvalsh(np.cov(pts.T) + 1e-6 * np.eye(3)))[::-1]
+        if np.sqrt(ev[0] / max(ev[1], 1e-9)) > max_elongation:
+            return False
+    return True
 
 
 def _lung_fraction(c: Candidate, lung_labels: np.ndarray, margin_mm: float, spacing_xyz) -> float:

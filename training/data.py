@@ -47,6 +47,8 @@ class SamplingConfig:
     fractions: dict[str, float]  # pool → probability
     vessel_hu: float = -400.0
     wall_mm: float = 12.0
+    noise_std: float = 0.02  # Gaussian noise on the [0, 1] windowed image (0.02 = 28 HU)
+    noise_prob: float = 0.3
     jitter: float = 0.35  # a patch's centre moves up to this fraction of the patch from the point
     max_points: int = 20000
 
@@ -171,14 +173,14 @@ class RandPatchd(Randomizable):
         return {"image": x, "label": y, "pool": pool}
 
 
-def augmentations() -> Compose:
+def augmentations(noise_std: float = 0.02, noise_prob: float = 0.3) -> Compose:
     return Compose([
         RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
         RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
         RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=2),
         RandScaleIntensityd(keys=["image"], factors=0.08, prob=0.5),
         RandShiftIntensityd(keys=["image"], offsets=0.03, prob=0.5),
-        RandGaussianNoised(keys=["image"], prob=0.3, std=0.02),
+        RandGaussianNoised(keys=["image"], prob=noise_prob, std=noise_std),
     ])
 
 
@@ -188,7 +190,7 @@ class PatchStream(torch.utils.data.IterableDataset):
     def __init__(self, studies: CacheDataset, cfg: SamplingConfig, seed: int):
         self.studies, self.cfg, self.seed = studies, cfg, seed
         self.sampler = RandPatchd(cfg)
-        self.aug = augmentations()
+        self.aug = augmentations(cfg.noise_std, cfg.noise_prob)
 
     def __iter__(self):
         rng = np.random.RandomState(self.seed)

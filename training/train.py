@@ -65,6 +65,9 @@ class TrainConfig(_C):
     log_every: int = 20
     val_every: int = 200
     threads: int | None = None
+    noise_std: float = 0.02
+    noise_prob: float = 0.3
+    init_weights: str | None = None  # start from these weights (a state dict; relative: to the repository root)
     data: DataConfig
 
 
@@ -131,6 +134,9 @@ def train(cfg: TrainConfig, run_dir: Path | str, *, device: torch.device | None 
     card_path, card = _card(cfg.model)
     arch = card["architecture"]
     net = build_network(arch["name"], arch.get("params")).to(dev)
+    if cfg.init_weights:
+        p = Path(cfg.init_weights)
+        net.load_state_dict(torch.load(p if p.is_absolute() else REPO_ROOT / p, map_location=dev, weights_only=True))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 2), pct_start=0.1)
@@ -150,7 +156,8 @@ def train(cfg: TrainConfig, run_dir: Path | str, *, device: torch.device | None 
 
     t0 = time.perf_counter()
     sampling = SamplingConfig(patch_size=cfg.patch_size, spacing_range_mm=cfg.spacing_range_mm,
-                              hu_window=cfg.hu_window, fractions=cfg.data.fractions, vessel_hu=cfg.data.vessel_hu)
+                              hu_window=cfg.hu_window, fractions=cfg.data.fractions, vessel_hu=cfg.data.vessel_hu,
+                              noise_std=cfg.noise_std, noise_prob=cfg.noise_prob)
     cache_dir = None
     if cfg.data.cache_dir:
         cache_dir = Path(cfg.data.cache_dir) if Path(cfg.data.cache_dir).is_absolute() else REPO_ROOT / cfg.data.cache_dir
