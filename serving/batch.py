@@ -101,7 +101,7 @@ class InferActor:
         n = len(batch["name"])
         detections, errors, actors, gpus = [], [], [], []
         for i in range(n):
-            err = batch["error"][i]
+            err = _no_error_as_none(batch["error"][i])
             det = None
             if err is None:
                 try:
@@ -122,9 +122,9 @@ def finish_row(row: dict, settings: dict) -> dict:
     from pipelines.analyze import finish_study
 
     out = {"name": row["name"], "study_path": row["study_path"], "actor": row.get("actor"),
-           "gpu_ids": row.get("gpu_ids"), "error": row["error"], "study_uid": None, "verdict": None,
+           "gpu_ids": row.get("gpu_ids"), "error": _no_error_as_none(row["error"]), "study_uid": None, "verdict": None,
            "priority": None, "n_ai_findings": None, "n_discordances": None, "result_json": None}
-    if row["error"] is None:
+    if out["error"] is None:
         try:
             prepared = pickle.loads(row["prepared"])
             detections = pickle.loads(row["detections"])
@@ -135,6 +135,11 @@ def finish_row(row: dict, settings: dict) -> dict:
         except Exception as err:  # noqa: BLE001
             out["error"] = _describe(err)
     return out
+
+
+def _no_error_as_none(value) -> str | None:
+    """Ray Data's batches turn a column of None into NaN; an error is a non-empty string or nothing."""
+    return value if isinstance(value, str) and value else None
 
 
 def _describe(err: BaseException) -> str:
@@ -191,11 +196,12 @@ def run_batch(studies: list[StudyInput], *, settings: dict | None = None, worker
 
     if n_gpus > 0:
         # One inference actor per GPU; CPU stages keep the CPUs.
-        actor_kwargs = {"num_gpus": 1, "num_cpus": 0.25, "concurrency": workers or n_gpus}
+        actor_kwargs = {"num_gpus": 1, "num_cpus": 0.25,
+                        "compute": ray.data.ActorPoolStrategy(size=workers or n_gpus)}
     else:
         # No GPU: actors get fractional CPUs, so CPU stages are never starved (seen to hang on 2 cores).
         n = workers or 1
-        actor_kwargs = {"num_cpus": max(0.1, min(1.0, (n_cpus - 0.5) / n)), "concurrency": n}
+        actor_kwargs = {"num_cpus": max(0.1, min(1.0, (n_cpus - 0.5) / n)), "compute": ray.data.ActorPoolStrategy(size=n)}
     cpu_stage = max(0.1, min(1.0, n_cpus / 4))
 
     ds = ray.data.from_items([s.__dict__ for s in studies], override_num_blocks=len(studies))
