@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     device: str | None = Field(default=None, description="torch device for the workers; default CUDA when present")
     model: str | None = None
     backend: str = "torch"
+    ray_address: str | None = Field(default=None, description="Ray cluster address: workers send each analysis "
+                                    "there (one GPU per task when the cluster has GPUs) instead of running it here; "
+                                    "'local' starts an embedded Ray on loopback")
     viewer_slices: bool = Field(default=True, description="render lung-window slices and AI outlines for the viewer")
 
     @model_validator(mode="after")

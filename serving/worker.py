@@ -51,6 +51,14 @@ def run_analysis(ctx: JobContext) -> StudyResult:
     from pipelines.analyze import AnalyzeOptions, analyze_study
 
     waited = (utcnow() - as_utc(ctx.job.submitted_at)).total_seconds()
+    if ctx.settings.ray_address:
+        from serving.ray_serve import analyze_remote
+
+        address = None if ctx.settings.ray_address == "local" else ctx.settings.ray_address
+        data = analyze_remote(address, ctx.study_path, ctx.report_text, ctx.out_dir,
+                              {"device": ctx.settings.device, "model": ctx.settings.model,
+                               "backend": ctx.settings.backend, "waited_s": max(0.0, waited)})
+        return StudyResult.model_validate(data)
     opts = AnalyzeOptions(device=ctx.settings.device, model=ctx.settings.model, backend=ctx.settings.backend,
                           waited_s=max(0.0, waited), progress=ctx.progress)
     return analyze_study(ctx.study_path, ctx.report_text, out_dir=ctx.out_dir, options=opts)
@@ -90,8 +98,10 @@ class _Heartbeat(threading.Thread):
 
 
 class Worker:
-    def __init__(self, settings: Settings, worker_id: str | None = None, db: Database | None = None):
+    def __init__(self, settings: Settings, worker_id: str | None = None, db: Database | None = None,
+                 analysis=None):
         self.settings = settings
+        self.analysis = analysis or run_analysis  # the Ray Serve ingress passes one that calls its predictor
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.db = db or Database(settings.db_url)
         self.queue = JobQueue(self.db, max_queue=settings.max_queue, max_attempts=settings.max_attempts,
@@ -141,7 +151,7 @@ class Worker:
 
             ctx = JobContext(job=job, study_path=study_path, report_text=job.report_text, out_dir=out,
                              settings=self.settings, progress=progress)
-            result = run_analysis(ctx)
+            result = self.analysis(ctx)
             data = result.model_dump(mode="json")
             if self.settings.viewer_slices:
                 hb.stage = "viewer"
