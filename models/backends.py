@@ -76,7 +76,7 @@ class TorchBackend:
             self.module = torch.compile(self.module)  # type: ignore[assignment]
         self.device = str(self.torch_device)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.torch_device, dtype=torch.float32)
         if self.amp:
