@@ -21,13 +21,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pydicom
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from pipelines.errors import ConfigError, DicomExportError
-from pipelines.paths import config_path
+from pipelines.config import load_yaml_config
+from pipelines.errors import DicomExportError
 from pipelines.types import AIFinding
 
 logger = logging.getLogger(__name__)
@@ -88,13 +87,7 @@ class DicomOutConfig(BaseModel):
 
 
 def load_dicom_out_config(path: str | Path | None = None) -> DicomOutConfig:
-    p = Path(path) if path is not None else config_path("dicom_out.yaml")
-    try:
-        return DicomOutConfig.model_validate(yaml.safe_load(p.read_text()) or {})
-    except FileNotFoundError as err:
-        raise ConfigError(f"DICOM output config not found: {p}") from err
-    except (yaml.YAMLError, ValidationError) as err:
-        raise ConfigError(f"DICOM output config {p} is invalid: {err}") from err
+    return load_yaml_config(DicomOutConfig, "dicom_out.yaml", path, what="DICOM output config")
 
 
 def _version() -> str:

@@ -6,11 +6,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.errors import ConfigError
-from pipelines.paths import config_path
+from pipelines.config import load_yaml_config
 
 
 class _Strict(BaseModel):
@@ -72,19 +70,7 @@ class IngestConfig(_Strict):
 
 def load_ingest_config(path: str | Path | None = None) -> IngestConfig:
     """Read and validate the ingest configuration (default ``configs/ingest.yaml``)."""
-    p = Path(path) if path is not None else config_path("ingest.yaml")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError as ex:
-        raise ConfigError(f"ingest configuration not found: {p}", hint="restore configs/ingest.yaml") from ex
-    except yaml.YAMLError as ex:
-        raise ConfigError(f"ingest configuration {p} is not valid YAML: {ex}") from ex
-    try:
-        return IngestConfig.model_validate(data or {})
-    except ValidationError as ex:
-        first = ex.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"ingest configuration {p}: {loc}: {first['msg']}") from ex
+    return load_yaml_config(IngestConfig, "ingest.yaml", path, what="ingest configuration")
 
 
 @lru_cache(maxsize=1)

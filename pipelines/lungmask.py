@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import ndimage as ndi
 
+from pipelines.config import load_yaml_config
 from pipelines.errors import ConfigError, PreprocessError
-from pipelines.paths import config_path
 from pipelines.types import Volume
 
 logger = logging.getLogger(__name__)
@@ -90,17 +89,7 @@ class LungMaskConfig(BaseModel):
 
 def load_config(path: str | Path | None = None) -> LungMaskConfig:
     """Read ``configs/lungmask.yaml`` (or ``path``) into a typed config."""
-    p = Path(path) if path is not None else config_path("lungmask.yaml")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except FileNotFoundError as err:
-        raise ConfigError(f"lung mask config not found: {p}", hint="restore configs/lungmask.yaml") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"lung mask config {p} is not valid YAML: {err}") from err
-    try:
-        return LungMaskConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(f"lung mask config {p} is invalid: {err}") from err
+    return load_yaml_config(LungMaskConfig, "lungmask.yaml", path, what="lung mask config")
 
 
 @dataclass

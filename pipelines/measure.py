@@ -28,12 +28,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from skimage.measure import find_contours, marching_cubes
 
-from pipelines.errors import ConfigError, MeasureError
+from pipelines.config import load_yaml_config
+from pipelines.errors import MeasureError
 from pipelines.measure_axes import farthest_pair, planar_axes, polygon_area
 from pipelines.paths import config_path
 from pipelines.types import AIFinding, Composition, Location, Volume
@@ -90,14 +90,7 @@ class MeasurementConfig(_Cfg):
 
 @lru_cache(maxsize=8)
 def _load_config_cached(path: str) -> MeasurementConfig:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"measurement config not found: {p}", hint="restore configs/measurement.yaml")
-    try:
-        data = yaml.safe_load(p.read_text())
-        return MeasurementConfig.model_validate(data)
-    except (yaml.YAMLError, ValidationError) as ex:
-        raise ConfigError(f"invalid measurement config {p}: {' '.join(str(ex).split())}") from ex
+    return load_yaml_config(MeasurementConfig, "measurement.yaml", path, what="measurement config")
 
 
 def load_measurement_config(path: str | Path | None = None) -> MeasurementConfig:

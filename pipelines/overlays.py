@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.errors import ConfigError, PreprocessError
-from pipelines.paths import config_path
+from pipelines.config import load_yaml_config
+from pipelines.errors import PreprocessError
 from pipelines.types import AIFinding, Volume
 
 logger = logging.getLogger(__name__)
@@ -61,13 +60,7 @@ class OverlayConfig(BaseModel):
 
 
 def load_overlay_config(path: str | Path | None = None) -> OverlayConfig:
-    p = Path(path) if path is not None else config_path("overlays.yaml")
-    try:
-        return OverlayConfig.model_validate(yaml.safe_load(p.read_text()) or {})
-    except FileNotFoundError as err:
-        raise ConfigError(f"overlay config not found: {p}") from err
-    except (yaml.YAMLError, ValidationError) as err:
-        raise ConfigError(f"overlay config {p} is invalid: {err}") from err
+    return load_yaml_config(OverlayConfig, "overlays.yaml", path, what="overlay config")
 
 
 def _get(obj: Any, name: str, default=None):

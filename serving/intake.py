@@ -56,24 +56,22 @@ def unpack_study(archive: Path, target: Path) -> Path:
     return target
 
 
-def study_uids(folder: Path, max_files: int = 20000) -> set[str]:
-    """The StudyInstanceUIDs of the DICOM files under ``folder`` (headers only)."""
-    uids: set[str] = set()
-    n = 0
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file():
-            continue
-        n += 1
-        if n > max_files:
-            break
+def _headers(folder: Path, max_files: int, tag: str):
+    """(path, header with ``tag`` only) for each readable DICOM file under ``folder``, at most ``max_files``."""
+    for n, p in enumerate(p for p in sorted(folder.rglob("*")) if p.is_file()):
+        if n >= max_files:
+            return
         try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+            yield p, pydicom.dcmread(p, stop_before_pixels=True, specific_tags=[tag])
         except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError):
             continue
-        uid = str(getattr(ds, "StudyInstanceUID", "") or "").strip()
-        if uid:
-            uids.add(uid)
-    return uids
+
+
+def study_uids(folder: Path, max_files: int = 20000) -> set[str]:
+    """The StudyInstanceUIDs of the DICOM files under ``folder`` (headers only)."""
+    uids = (str(getattr(ds, "StudyInstanceUID", "") or "").strip()
+            for _, ds in _headers(folder, max_files, "StudyInstanceUID"))
+    return {u for u in uids if u}
 
 
 def single_study_uid(folder: Path) -> str:
@@ -104,17 +102,7 @@ def report_from_study(folder: Path, max_files: int = 20000) -> str | None:
     """The text of the first DICOM SR (Modality SR) with text among the study's files, or None."""
     from pipelines.report_text import sr_text
 
-    n = 0
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file():
-            continue
-        n += 1
-        if n > max_files:
-            break
-        try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["Modality"])
-        except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError):
-            continue
+    for p, ds in _headers(folder, max_files, "Modality"):
         if str(getattr(ds, "Modality", "")) == "SR":
             try:
                 text = sr_text(p.read_bytes())

@@ -13,13 +13,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 from pydantic import BaseModel, Field
 from scipy import ndimage
 
-from pipelines.errors import ConfigError
-from pipelines.paths import config_path
+from pipelines.config import load_yaml_config
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +39,7 @@ class ViewerConfig(BaseModel):
 
 
 def load_viewer_config(path: Path | None = None) -> ViewerConfig:
-    p = path or config_path("viewer.yaml")
-    try:
-        return ViewerConfig.model_validate(yaml.safe_load(p.read_text()))
-    except FileNotFoundError as err:
-        raise ConfigError(f"viewer configuration not found: {p}") from err
-    except (yaml.YAMLError, ValueError) as err:
-        raise ConfigError(f"viewer configuration {p} is invalid: {' '.join(str(err).split())[:300]}") from err
+    return load_yaml_config(ViewerConfig, "viewer.yaml", path, what="viewer configuration")
 
 
 def window_to_uint8(hu: np.ndarray, level: float, width: float) -> np.ndarray:
