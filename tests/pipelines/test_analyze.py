@@ -83,11 +83,23 @@ def test_cli_analyze_bad_inputs_exit_2_one_line(tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-def test_real_lidc_slab_runs_end_to_end(shared_data, tmp_path):
+def test_real_lidc_slab_negative_report_is_major_readers_report_is_not(shared_data):
+    """LIDC-IDRI-0001: four radiologists outlined a ~3 cm nodule in the left lower lobe. A report that says
+    there are no nodules is a major discordance; a report with the readers' size and lobe is not (the bundled
+    model's false positives may still raise minor flags: see the model card)."""
     slab = shared_data / "ct" / "lidc-idri-0001"
-    result = analyze_study(slab, "CT CHEST WITHOUT CONTRAST. FINDINGS: No pulmonary nodules.",
-                           options=AnalyzeOptions(overlays=False, dicom_out=False))
-    assert result.series.slices == 16
-    assert result.series.spacing_mm[2] == pytest.approx(2.5, abs=0.01)
-    assert result.verdict in ("discordant", "concordant", "indeterminate")
-    assert np.isfinite(result.priority)
+    opts = AnalyzeOptions(overlays=False, dicom_out=False)
+    negative = analyze_study(slab, "CT CHEST WITHOUT CONTRAST.\nFINDINGS: Lungs: No pulmonary nodules.\n"
+                             "IMPRESSION: No pulmonary nodules.", options=opts)
+    assert negative.series.slices == 16
+    assert negative.series.spacing_mm[2] == pytest.approx(2.5, abs=0.01)
+    assert ("report_negative_ai_positive", "major") in {(d.type, d.severity) for d in negative.discordances}
+    assert negative.verdict == "discordant" and negative.priority >= 60
+
+    readers = analyze_study(slab, "CT CHEST WITHOUT CONTRAST.\nFINDINGS: Lungs: 3.1 x 2.6 cm solid mass in the "
+                            "left lower lobe.\nIMPRESSION: 3.1 cm left lower lobe mass. Recommend PET/CT and "
+                            "tissue sampling.", options=opts)
+    assert not [d for d in readers.discordances if d.severity == "major"], readers.discordances
+    matched = [m for m in readers.matches if m.ai and m.report]
+    assert matched, "the readers' nodule is matched to an AI finding"
+    assert readers.priority < negative.priority
