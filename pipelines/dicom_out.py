@@ -26,6 +26,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from pipelines.config import load_yaml_config
+from pipelines.types import field_of as _get
 from pipelines.errors import DicomExportError
 from pipelines.types import AIFinding
 
@@ -95,17 +96,6 @@ def _version() -> str:
         return metadata.version("preread")
     except metadata.PackageNotFoundError:
         return "0"
-
-
-def _get(obj: Any, name: str, default=None):
-    if obj is None:
-        return default
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    val = getattr(obj, name, None)
-    if val is None and getattr(obj, "model_extra", None):
-        val = obj.model_extra.get(name)
-    return default if val is None else val
 
 
 def _check_sources(source_datasets: Sequence[pydicom.Dataset], shape: tuple[int, ...] | None = None) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.config import load_yaml_config
+from pipelines.types import field_of as _get
 from pipelines.errors import PreprocessError
 from pipelines.types import AIFinding, Volume
 
@@ -61,17 +62,6 @@ class OverlayConfig(BaseModel):
 
 def load_overlay_config(path: str | Path | None = None) -> OverlayConfig:
     return load_yaml_config(OverlayConfig, "overlays.yaml", path, what="overlay config")
-
-
-def _get(obj: Any, name: str, default=None):
-    if obj is None:
-        return default
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    val = getattr(obj, name, None)
-    if val is None and hasattr(obj, "model_extra") and obj.model_extra:
-        val = obj.model_extra.get(name)
-    return default if val is None else val
 
 
 def _safe_name(fid: str) -> str:

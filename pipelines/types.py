@@ -15,6 +15,7 @@ names are fixed by DESIGN.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -201,3 +202,17 @@ class StudyResult(_Model):
     priority: float = 0.0
     model: ModelInfo
     timings_s: dict[str, float] = Field(default_factory=dict)
+
+
+def field_of(obj, name: str, default=None):
+    """A field of a finding or measurement, whether it is a pydantic model (declared field or extra), a
+    mapping, or any object; ``default`` when absent or None."""
+    if obj is None:
+        return default
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    val = getattr(obj, name, None)
+    extra = getattr(obj, "model_extra", None)
+    if val is None and extra:
+        val = extra.get(name)
+    return default if val is None else val
