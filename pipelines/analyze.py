@@ -118,6 +118,7 @@ def run_model(prepared: PreparedStudy, options: AnalyzeOptions | None = None):
         detections = detect_nodules(prepared.volume, prepared.lungs.labels, model=opts.model, backend=opts.backend,
                                     device=_device(opts.device))
     prepared.timings.update(timer.timings)
+    detections.stage_timings_s = dict(timer.timings)  # travels with the detections across processes (Ray)
     return detections
 
 
@@ -163,7 +164,8 @@ def finish_study(prepared: PreparedStudy, detections, options: AnalyzeOptions | 
     close = getattr(prepared.ingested, "close", None)
     if close is not None:
         close()  # a zip's temporary folder is no longer needed
-    timings = dict(prepared.timings)
+    timings = dict(getattr(detections, "stage_timings_s", {}))
+    timings.update(prepared.timings)
     timings.update(timer.timings)
     timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 4)
     result = StudyResult(

@@ -72,8 +72,8 @@ def prepare_row(row: dict, settings: dict) -> dict:
     from pipelines.analyze import prepare_study
     from pipelines.report import parse_report_file
 
-    out = {"name": row["name"], "study_path": row["study_path"], "prepared": None, "detections": None,
-           "error": None}
+    out = {"name": row["name"], "study_path": row["study_path"], "report_path": row["report_path"],
+           "prepared": None, "detections": None, "error": None}
     try:
         parsed = parse_report_file(Path(row["report_path"]))
         prepared = prepare_study(row["study_path"], parsed, _options(settings))
@@ -121,7 +121,8 @@ def finish_row(row: dict, settings: dict) -> dict:
     """CPU stage: measure, compare with the report; the StudyResult travels as JSON text."""
     from pipelines.analyze import finish_study
 
-    out = {"name": row["name"], "study_path": row["study_path"], "actor": row.get("actor"),
+    out = {"name": row["name"], "study_path": row["study_path"], "report_path": row.get("report_path"),
+           "actor": row.get("actor"),
            "gpu_ids": row.get("gpu_ids"), "error": _no_error_as_none(row["error"]), "study_uid": None, "verdict": None,
            "priority": None, "n_ai_findings": None, "n_discordances": None, "result_json": None}
     if out["error"] is None:

@@ -222,6 +222,16 @@ class JobQueue:
                              detail={"verdict": result.get("verdict"), "priority": result.get("priority")}))
         return True
 
+    def take(self, job_id: str, worker_id: str) -> bool:
+        """Hold one queued job (by id) for ``worker_id``, as :meth:`claim` would; False if it is not queued.
+        Used to record results computed elsewhere (``preread batch --to-worklist``)."""
+        now = utcnow()
+        with self.db.session(write=True) as s:
+            res = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                            .values(status="running", attempts=Job.attempts + 1, started_at=now,
+                                    lease_owner=worker_id, lease_expires_at=now + timedelta(seconds=self.lease_s)))
+            return res.rowcount == 1
+
     def fail(self, job_id: str, worker_id: str, code: str, detail: str, *, retry: bool) -> str | None:
         """Record a failed try: queued again after a back-off when ``retry`` and tries remain, else failed.
 

@@ -29,19 +29,21 @@ def register(app: typer.Typer) -> None:
 
         studies = discover_studies(list(inputs))
         init_ray(ray_address, num_cpus=None if ray_address else os.cpu_count())
+        summary_store = None
         rows = run_batch(studies, settings={"model": model, "backend": backend}, workers=workers)
         if out is not None:
             write_rows(rows, out)
         if to_worklist:
             from serving.worklist_import import import_rows
 
-            import_rows(rows)
+            summary_store = import_rows(rows)
         summary = {
             "studies": len(rows),
             "done": sum(r["error"] is None for r in rows),
             "failed": [{"name": r["name"], "error": r["error"]} for r in rows if r["error"]],
             "discordant": sum(r["verdict"] == "discordant" for r in rows),
             "out": str(out) if out else None,
+            "worklist": summary_store if to_worklist else None,
         }
         write_json(summary, json_path or "-")
         if summary["done"] == 0:

@@ -77,6 +77,21 @@ def test_batch_equals_analyze_one_actor_per_gpu_and_failures_recorded(tmp_path, 
 
     assert pq.read_table(out).num_rows == 4
 
+    # --to-worklist: the finished studies land in the worklist store, once, with their verdicts.
+    from serving.settings import load_settings
+    from serving.worklist_import import import_rows
+
+    settings = load_settings(data_dir=tmp_path / "store")
+    assert import_rows(rows, settings) == {"added": 3, "duplicate": 0, "failed": 0, "skipped": 1}
+    assert import_rows(rows, settings)["duplicate"] == 3
+    from serving.store import Store, WorklistQuery
+    from serving.db import Database
+
+    db = Database(settings.db_url)
+    items = Store(db).worklist(WorklistQuery(status=["done"]))["items"]
+    db.dispose()
+    assert sorted(i["verdict"] for i in items) == sorted(r["verdict"] for r in done)
+
     # The embedded Ray listens on loopback only.
     pids = _descendants()
     listening = [c for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
