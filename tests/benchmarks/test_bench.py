@@ -7,34 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from benchmarks.stages import STAGES, readme_text
-from models.networks import build_network
-from models.weights import sha256_file
 from serving.cli import main
-
-PARAMS = {"spatial_dims": 3, "in_channels": 1, "out_channels": 1, "channels": [4, 8, 16], "strides": [2, 2],
-          "num_res_units": 1}
-
+from tests.models.conftest import write_card
 
 @pytest.fixture()
 def tiny_card(tmp_path) -> Path:
-    """A small UNet with random weights (no trained weights needed); a high candidate threshold keeps it quick."""
-    torch.manual_seed(0)
-    w = tmp_path / "tiny.pt"
-    torch.save(build_network("unet", PARAMS).state_dict(), w)
-    card = {
-        "name": "tiny", "version": "0.0.1", "architecture": {"name": "unet", "params": PARAMS},
-        "weights": {"file": str(w), "sha256": sha256_file(w)},
-        "input": {"hu_window": [-1000, 400], "spacing_mm": [1, 1, 1], "patch_size": [16, 16, 16]},
-        "inference": {"coarse_spacing_mm": 3.0, "fine_spacing_mm": 1.0, "roi_size": [32, 32, 32], "overlap": 0.25,
-                      "sw_batch_size": 2, "candidate_threshold": 0.999, "threshold": 0.5, "min_confidence": 0.5,
-                      "lung_margin_mm": 4.0, "fine_margin_mm": 4.0, "min_volume_mm3": 1.0},
-    }
-    p = tmp_path / "tiny.yaml"
-    p.write_text(yaml.safe_dump(card))
-    return p
+    """The tests' small random-weight card; a high candidate threshold and a coarse first pass keep it quick."""
+    return write_card(tmp_path, inference={
+        "coarse_spacing_mm": 3.0, "fine_spacing_mm": 1.0, "roi_size": [32, 32, 32], "overlap": 0.25,
+        "sw_batch_size": 2, "candidate_threshold": 0.999, "threshold": 0.5, "min_confidence": 0.5,
+        "lung_margin_mm": 4.0, "fine_margin_mm": 4.0, "min_volume_mm3": 1.0})
 
 
 def test_bench_one_study_records_every_stage_and_the_hardware(tmp_path, tiny_card, capsys):

@@ -114,6 +114,18 @@ def service_env(data_dir: Path, **extra) -> dict:
     return env
 
 
+def stop_process(proc, timeout_s: float = 30.0) -> None:
+    """SIGTERM a server the test started, SIGKILL it if it does not exit in time, and reap it."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_for(predicate, timeout_s: float, what: str, interval: float = 0.5):
     import time
 
@@ -178,10 +190,5 @@ def live_service(tmp_path_factory, lidc_folder):
         assert detail["status"] == "done", detail
         yield base, tokens, job_id, data_dir
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 30)
         log.close()

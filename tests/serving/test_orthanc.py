@@ -13,7 +13,7 @@ import httpx
 import pydicom
 import pytest
 
-from tests.serving.conftest import auth, free_port, pipeline_ready, wait_for
+from tests.serving.conftest import auth, free_port, pipeline_ready, stop_process, wait_for
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not (Path(ORTHANC).exists() and PLUGIN.exists())
                                 reason="orthanc / orthanc-dicomweb not installed (make system-deps)")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()  # a clean PACS per test: the tests must not see each other's studies
 def orthanc(tmp_path_factory):
     """Orthanc on 127.0.0.1 (remote access off, DICOM port off, DICOMweb on); yields its HTTP root."""
     d = tmp_path_factory.mktemp("orthanc")
@@ -48,12 +48,7 @@ def orthanc(tmp_path_factory):
         wait_for(up, 60, "Orthanc to start")
         yield root
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
         log.close()
 
 
