@@ -45,7 +45,14 @@ _CHARACTERISATION = re.compile(
     r"likely|probably|most\s+likely|favou?r\w*|due\s+to|characteristic\s+of|typical\s+of|such\s+as|"
     r"suspicious\s+for|concerning\s+for|worrisome\s+for|c/w|like|than|thought\s+to\s+be|appearance\s+of|"
     r"features\s+of|consistent\s+with\s+(?:a\s+)?(?:benign|old|healed)|may\s+be|could\s+be|either)"
-    r"\s+(?:[\w-]+\s+){0,3}$", re.I)
+    r"\s+(?:[\w-]+\s+){0,3}(?:(?:or|versus|vs\.?|and/or)\s+(?:[\w-]+\s+){0,3})?$", re.I)
+# a differential diagnosis: "may represent atelectasis or a mass", "nodule, granuloma versus metastasis"
+_ALTERNATIVE_BEFORE = re.compile(r"(?<![\w-])(?:or|versus|vs\.?|and/or)\s+(?:(?:a|an|the)\s+)?$", re.I)
+_ALTERNATIVE_AFTER = re.compile(r"\s+(?:or|versus|vs\.?|and/or)\s", re.I)
+_APPOSITION = re.compile(r"(?:\s+(?:in|within|at|of)\s+(?:the\s+)?[A-Za-z -]{1,40}?)?\s*,\s*"
+                         r"(?:(?:likely|probably|possibly|either|presumably)\s+)?(?:(?:a|an)\s+)?", re.I)
+_ALTERNATIVE_GAP = re.compile(r"\s+(?:or|versus|vs\.?|and/or)\s+(?:(?:a|an)\s+)?", re.I)
+_CLAUSE_END = re.compile(r"\s*(?:[.;:?]|$)")
 _DEFINITE = re.compile(r"(?:\b(?:the|this|that|these|those|said|it|its|above|aforementioned)\s+(?:[\w-]+\s+){0,5})$", re.I)
 _PSEUDO_NEG = re.compile(
     r"(?<![\w-])(?:no\s+(?:significant\s+|appreciable\s+|definite\s+|interval\s+|measurable\s+|substantial\s+)?"
@@ -299,11 +306,18 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
     # --- locations, image refs, composition, stability → nearest anchor ("left lower lobe 6 mm nodule":
     # a size written before its noun belongs to the noun's span)
     ext_starts = list(starts)
+    commas = [m.start() + s for m in re.finditer(r"[,:]", sent_text)]
     for z in sizes:
         if z.owner is not None and z.owner >= 0 and z.end <= anchors[z.owner].start:
             ext_starts[z.owner] = min(ext_starts[z.owner], z.start)
+    size_ends = sorted((z.end, k) for k, z in enumerate(sizes) if z.owner is not None and z.owner >= 0)
     for loc in locs:
-        loc.owner = _nearest_anchor(loc.start, loc.end, anchors, ext_starts, ends, breaks)
+        loc.owner = _nearest_anchor(loc.start, loc.end, anchors, ext_starts, ends, breaks, commas=commas)
+        # "8 mm in the left lower lobe and 5 mm in the right upper lobe": a place right after a size is that size's
+        k = bisect.bisect_right(size_ends, (loc.start, len(sizes))) - 1
+        if k >= 0 and _PLACE_AFTER_SIZE.fullmatch(norm, size_ends[k][0], loc.start):
+            z = sizes[size_ends[k][1]]
+            loc.owner, loc.size_start = z.owner, z.start
         if loc.owner is not None and loc.owner >= 0:
             a = anchors[loc.owner]
             lo, hi = (a.end, loc.start) if a.end <= loc.start else (loc.end, ext_starts[loc.owner])
@@ -339,6 +353,9 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
                 d.composition = _merge_composition(d.composition, name)
     for m in lex.stability_re.finditer(norm, s, e):
         name = lex.stability_names[int(m.lastgroup[1:])]
+        comp = _COMPARATIVE.search(norm, max(s, m.start() - 12), m.end())
+        if comp is not None and comp.end() == m.end():
+            continue  # "the larger of the two": one nodule against another, not against the past
         if True:
             owner = _nearest_anchor(m.start(), m.end(), anchors, starts, ends, breaks, inside_ok=True)
             if owner is None and -1 in drafts:
@@ -390,10 +407,23 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
         if a.needs_focal and d.negated and not d.locs:
             d.kind = "drop"  # "no focal opacity" is not about nodules; "the left lower lobe opacity has resolved" is
         pre = norm[max(s, a.start - 60):a.start]
-        if _CHARACTERISATION.search(pre) and not d.sizes:
+        alternative = not d.negated and not d.sizes and (
+            _ALTERNATIVE_AFTER.match(norm, a.end, clause_e) is not None
+            or _ALTERNATIVE_BEFORE.search(norm, max(clause_s, a.start - 40), a.start) is not None)
+        j_prev = next((j for j in range(i - 1, -1, -1) if anchors[j].target and anchors[j].pulmonary), None)
+        prev_target = anchors[j_prev] if j_prev is not None else None
+        # "nodule, granuloma" / "nodule in the RLL, granuloma versus metastasis": the second noun names the first
+        apposition = prev_target is not None and not d.sizes and not d.negated and (
+            alternative or _CLAUSE_END.match(norm, a.end, clause_e) is not None) and \
+            _APPOSITION.fullmatch(norm, prev_target.end, a.start) is not None
+        if not apposition and alternative and prev_target is not None and j_prev in drafts and \
+                getattr(drafts[j_prev], "_characterisation", False) and \
+                _ALTERNATIVE_GAP.fullmatch(norm, prev_target.end, a.start) is not None:
+            apposition = True  # the second term of a differential ("granuloma versus metastasis")
+        if (_CHARACTERISATION.search(pre) or apposition) and not d.sizes:
             d.summary = True
             setattr(d, "_characterisation", True)
-            if lex.hedge.search(pre) or re.search(r"\b(?:may|might|could)\b", pre, re.I):
+            if lex.hedge.search(pre) or re.search(r"\b(?:may|might|could)\b", pre, re.I) or alternative:
                 setattr(d, "_hedged_characterisation", True)
         elif _DEFINITE.search(norm[max(s, a.start - 50):a.start]) and not d.sizes and not d.negated:
             setattr(d, "_definite", True)
@@ -421,8 +451,40 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
     out = [d for i, d in sorted(drafts.items(), key=lambda kv: kv[1].start) if d.kind != "drop"]
     out = _merge_in_sentence(out, prev)
     out = _split_multi(out)
+    out = _fold_enumerated(norm, out)
     for d in out:
         _infer_stability(d)
+    return out
+
+
+_PLACE_AFTER_SIZE = re.compile(r"\s*,?\s*(?:(?:located|situated|seen|lying|each)\s+)?(?:in|within|at)\s+(?:the\s+)?", re.I)
+_COMPARATIVE = re.compile(r"(?<![\w-])the\s+(?:larger|smaller|bigger)", re.I)
+_EXACT_COUNTS = {"two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "both",
+                 "pair"}
+
+
+def _fold_enumerated(norm: str, drafts: list[_Draft]) -> list[_Draft]:
+    """"There are two nodules: a 6 mm nodule in the RUL and an 8 mm nodule in the LLL" is two findings, not three:
+    a sizeless, placeless count that the same sentence then enumerates (as many as it says, or after a colon)
+    only announces them; what it says of them all ("two new nodules") goes to each."""
+    out: list[_Draft] = []
+    for k, d in enumerate(drafts):
+        if d.negated or d.sizes or d.anchor is None or d.count < 2 or any(l.lobe or l.side for l in d.locs):
+            out.append(d)
+            continue
+        members = [m for m in drafts[k + 1:] if not m.negated and m.anchor is not None and m.anchor.start > d.end
+                   and (m.sizes or any(l.lobe or l.side for l in m.locs))]
+        exact = d.count_qualifier is None or d.count_qualifier in _EXACT_COUNTS
+        colon = bool(members) and ":" in norm[d.end:members[0].start]
+        distinct = len({id(m.anchor) for m in members}) > 1 or len(members) > 1
+        if members and distinct and ((exact and len(members) == d.count) or (colon and len(members) >= 2)):
+            for m in members:
+                m.stability = m.stability or d.stability
+                m.composition = m.composition or d.composition
+                m.hedged = m.hedged or d.hedged
+            members[0].extra_spans.append([d.start, d.end])
+            continue
+        out.append(d)
     return out
 
 
@@ -490,8 +552,9 @@ def _size_owner(norm: str, z: SizeMention, anchors: list[Anchor], starts: list[i
 
 
 def _nearest_anchor(p0: int, p1: int, anchors: list[Anchor], starts: list[int], ends: list[int],
-                    breaks: list[int], *, inside_ok: bool = False) -> int | None:
-    """Index of the anchor nearest to [p0, p1): after-anchors count double, clause breaks add a penalty."""
+                    breaks: list[int], *, inside_ok: bool = False, commas: list[int] | None = None) -> int | None:
+    """Index of the anchor nearest to [p0, p1): after-anchors count double, clause breaks add a penalty, and
+    so does a comma between a place and a noun after it ("nodule in the RUL, mass in the LLL")."""
     if not anchors:
         return None
     k = bisect.bisect_left(starts, p0)
@@ -507,6 +570,8 @@ def _nearest_anchor(p0: int, p1: int, anchors: list[Anchor], starts: list[int], 
             d = p0 - a.end
         else:
             d = (a_start - p1) * 2.0
+            if commas and any(p1 <= c < a_start for c in commas):
+                d += 100
         lo, hi = (a.end, p0) if a.end <= p0 else (p1, a.start)
         if any(lo <= b < hi for b in breaks):
             d += 200
@@ -562,8 +627,14 @@ def _negated(masked: str, a: Anchor, s: int, cs: int, ce: int, lex: Lexicon, siz
     return None
 
 
+# "versus" / "vs" before a size or a prior exam compares with the past ("7 mm versus 5 mm on the prior"),
+# it does not offer a differential diagnosis
+_PSEUDO_HEDGE = re.compile(r"(?<![\w-])(?:versus|vs\.?)(?=\s*(?:\d|\.\d|(?:the\s+|a\s+)?(?:prior|previous|preceding|earlier|"
+                           r"last|baseline|comparison|(?:19|20)\d\d)\b))", re.I)
+
+
 def _hedged(norm: str, a0: int, a1: int, cs: int, ce: int, lex: Lexicon) -> bool:
-    window = norm[max(cs, a0 - 90):min(ce, a1 + 110)]
+    window = _PSEUDO_HEDGE.sub(lambda m: " " * len(m.group()), norm[max(cs, a0 - 90):min(ce, a1 + 110)])
     if lex.hedge.search(window):
         # "not excluded" only hedges when it really reads "cannot be excluded"/"not excluded"
         return True
@@ -609,7 +680,11 @@ def _merge_in_sentence(drafts: list[_Draft], prev: list[_Draft]) -> list[_Draft]
         pool = [x for x in out if not x.negated] or ([x for x in prev if not x.negated] if (char or definite) else [])
         if (char or definite) and pool:
             cand = pool[-1]
-            if _loc_compatible(cand, d):
+            # "Two nodules as described. The ground-glass nodule in the RUL may represent ...": one of them,
+            # named by its own place, is not the placeless pair
+            one_of_many = definite and not char and cand.count >= 2 and not d.anchor.plural and _lobe_of(d) \
+                and not _lobe_of(cand) and cand not in out
+            if _loc_compatible(cand, d) and not one_of_many:
                 host = cand
         if host is not None:
             if d.composition and not getattr(d, "_hedged_characterisation", False):
@@ -630,6 +705,8 @@ def _merge_in_sentence(drafts: list[_Draft], prev: list[_Draft]) -> list[_Draft]
             same = [m for m in merged if m.negated and not m.sizes and not _lobe_of(m) and m.neg_scope == d.neg_scope]
             if same:
                 same[0].extra_spans.append([d.start, d.end])
+                if d.kind == "nodule":  # "no mass or nodule" denies nodules first of all
+                    same[0].kind = "nodule"
                 continue
         merged.append(d)
     return merged
@@ -665,9 +742,18 @@ def _split_multi(drafts: list[_Draft]) -> list[_Draft]:
         after_anchor = [l for l in locs if l.start > d.end and l.lobe]
         if len(after_anchor) != len(sizes):
             after_anchor = [l for l in locs if l.start >= sizes[0].start - 40 and (l.lobe or l.side) and l.start > d.end]
+        # "6 and 8 mm, previously 4 and 5 mm": a list of priors written apart from the list of sizes pairs
+        # with it in order
+        paired_priors = priors if len(priors) == len(sizes) and (
+            priors[0].start > sizes[-1].end or priors[-1].end < sizes[0].start) else None
         paired: dict[int, list[LocMention]] = {i: [] for i in range(len(sizes))}
         shared = [l for l in locs if l not in after_anchor]
-        if after_anchor and len(after_anchor) == len(sizes):
+        by_size = [[l for l in locs if l.size_start == z.start and (l.lobe or l.side)] for z in sizes]
+        if all(len(b) == 1 for b in by_size):
+            for i, b in enumerate(by_size):
+                paired[i] = b
+            shared = [l for l in locs if all(l is not b[0] for b in by_size)]
+        elif after_anchor and len(after_anchor) == len(sizes):
             for i, l in enumerate(after_anchor):
                 paired[i].append(l)
         else:
@@ -679,7 +765,10 @@ def _split_multi(drafts: list[_Draft]) -> list[_Draft]:
             nd.locs = shared + paired[i]
             nxt = sizes[i + 1].start if i + 1 < len(sizes) else 10 ** 12
             nd.refs = [r for r in d.refs if z.start <= r.start < nxt] or ([] if len(sizes) > 1 else d.refs)
-            nd.priors = [p for p in priors if z.end <= p.start < nxt] if priors else []
+            if paired_priors:
+                nd.priors = [paired_priors[i]]
+            else:
+                nd.priors = [p for p in priors if z.end <= p.start < nxt] if priors else []
             nd.solid = [p for p in d.solid if z.end <= p.start < nxt]
             out.append(nd)
     return out
@@ -725,7 +814,11 @@ def _dedupe(drafts: list[_Draft]) -> list[_Draft]:
             sc = _dup_score(p, d)
             if sc > best_score and (i not in used or d.summary):
                 best, best_score = i, sc
-        if best is not None:
+        group = _restated_group(result, d)
+        if group:
+            for i in group:  # "Two left lower lobe nodules, indeterminate": what it says holds for each
+                _absorb(result[i], d)
+        elif best is not None:
             used.add(best)
             _absorb(result[best], d)
         elif d.summary and any(not p.negated for p in result) and not d.negated:
@@ -734,6 +827,20 @@ def _dedupe(drafts: list[_Draft]) -> list[_Draft]:
             result.append(d)
     result.sort(key=lambda d: d.start)
     return result
+
+
+def _restated_group(result: list[_Draft], d: _Draft) -> list[int]:
+    """The findings a sizeless plural restatement sums up ("Two left lower lobe nodules, indeterminate"): as many
+    findings of its kind and place as it counts (all of them for a vague count), or none when that is unclear."""
+    if d.negated or d.sizes or d.count < 2 or d.anchor is None or not d.anchor.plural:
+        return []
+    lobe, side = _lobe_of(d), _side_of(d)
+    cands = [i for i, p in enumerate(result) if not p.negated and p.kind == d.kind and p.sent.section != "impression"
+             and (lobe is None or _lobe_of(p) == lobe) and (side in (None, "bilateral") or _side_of(p) == side)]
+    exact = d.count_qualifier is None or d.count_qualifier in _EXACT_COUNTS
+    if len(cands) >= 2 and (len(cands) == d.count or not exact):
+        return cands
+    return []
 
 
 def _dup_score(p: _Draft, d: _Draft) -> int:
@@ -808,8 +915,8 @@ def _to_finding(n: int, d: _Draft, text: str) -> ReportFinding:
             lobes = loc.lobes
         if loc.side and not side:
             side = loc.side
-        if loc.segment and not segment:
-            segment = loc.segment
+        if loc.segment and not segment and (loc.lobe is None or lobe is None or loc.lobe == lobe):
+            segment = loc.segment  # the lingula is no segment of the right middle lobe
         if loc.level and not level:
             level = loc.level
         for lb in loc.lobes:
@@ -856,8 +963,30 @@ def _to_finding(n: int, d: _Draft, text: str) -> ReportFinding:
 
 # -------------------------------------------------------------------------------------------- context
 
+def _screening(norm: str, sentences: list[Sentence], lex: Lexicon) -> bool:
+    """A screening exam: a screening cue that speaks of this exam. A comparison line speaks of an earlier exam;
+    "low-dose" in a technique line, or naming an earlier exam ("compared with the LDCT of 2023"), only
+    describes a dose (Lung-RADS v2022 applies to screening exams, not to every low-dose CT)."""
+    if lex.screening_negated.search(norm):
+        return False
+    bounds = [st.start for st in sentences]
+    for m in lex.screening.finditer(norm):
+        i = bisect.bisect_right(bounds, m.start()) - 1
+        st = sentences[i] if i >= 0 and m.start() < sentences[i].end else None
+        if st is not None and st.section == "comparison":
+            continue
+        if lex.screening_dose_only.fullmatch(m.group()):
+            if st is not None and st.section == "technique":
+                continue
+            lo = st.start if st is not None else max(0, m.start() - 60)
+            if lex.earlier_exam_before.search(norm, max(lo, m.start() - 60), m.start()):
+                continue
+        return True
+    return False
+
+
 def _context(norm: str, sentences: list[Sentence], lex: Lexicon) -> ReportContext:
-    screening = bool(lex.screening.search(norm)) and not lex.screening_negated.search(norm)
+    screening = _screening(norm, sentences, lex)
     cat, mods = None, []
     m = lex.lung_rads.search(norm)
     if m:

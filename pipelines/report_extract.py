@@ -15,7 +15,9 @@ from pipelines.report_lexicon import Lexicon
 _I = re.IGNORECASE
 
 # ------------------------------------------------------------------------------------------------ sizes
-_NUM = r"(?:\d{1,3}(?:\.\d{1,2})?|\.\d{1,2})"
+# a decimal point, or a decimal comma ("1,2 cm", European style) unless the comma starts a list of whole
+# numbers ("5,6 and 7 mm" is three sizes; "4,5 and 6,5 mm" two)
+_NUM = (r"(?:\d{1,3}(?:\.\d{1,2}|,\d{1,2}(?!\d)(?!\s*(?:,|and|or|&)\s*\d{1,3}(?![.,]\d)))?|\.\d{1,2})")
 _UNIT = r"(?:mm|millimet(?:er|re)s?|cm|centimet(?:er|re)s?)"
 _U = rf"(?:\s?-?\s?{_UNIT})"
 _X = r"\s*(?:x|\*|by)\s*"
@@ -67,7 +69,8 @@ def find_sizes(norm: str, s: int, e: int, lex: Lexicon) -> list[SizeMention]:
         text = m.group()
         units = _UNIT_RE.findall(text)
         unit = units[-1] if units else "mm"
-        nums = [(float(n.group()), n.start() + m.start(), n.end() + m.start()) for n in _NUM_RE.finditer(text)]
+        nums = [(float(n.group().replace(",", ".")), n.start() + m.start(), n.end() + m.start())
+                for n in _NUM_RE.finditer(text)]
         # numbers inside the unit words do not exist; guard against "mm" matching inside numbers anyway
         before = norm[max(s, m.start() - 40):m.start()]
         bound = _bound(before, lex)
@@ -106,7 +109,34 @@ def find_sizes(norm: str, s: int, e: int, lex: Lexicon) -> list[SizeMention]:
                 sz.prior = True
             elif lex.prior_after.match(post):
                 sz.prior = True
+    _share_history(norm, out, e, lex)
     return [z for z in out if all(0 < a < 1000 for a in z.axes_mm)]
+
+
+_LIST_GAP = re.compile(rf"{_U}?\s*(?:,\s*(?:and\s+|or\s+)?|and\s+|or\s+|&\s*)", _I)
+_NOW_AFTER = re.compile(r"\s*(?:now|currently|at\s+present|today|(?:on|in)\s+(?:the\s+)?(?:current|present|today'?s))\b", _I)
+
+
+def _share_history(norm: str, sizes: list[SizeMention], e: int, lex: Lexicon) -> None:
+    """A list of sizes shares its history: "previously 4 and 5 mm", "previously 4 mm and 5 mm" and
+    "4 and 5 mm on the prior study" are prior sizes, every one of them, not only the first or the last."""
+    chains: list[list[SizeMention]] = []
+    for z in sorted((z for z in sizes if not z.solid_component), key=lambda z: z.start):
+        if chains and chains[-1][-1].end <= z.start and _LIST_GAP.fullmatch(norm, chains[-1][-1].end, z.start):
+            chains[-1].append(z)
+        else:
+            chains.append([z])
+    for chain in chains:
+        if len(chain) < 2:
+            continue
+        head, tail = chain[0], chain[-1]
+        if head.prior and not any(_NOW_AFTER.match(norm, z.end, min(e, z.end + 30)) for z in chain):
+            for z in chain:
+                z.prior = True
+        elif tail.prior and lex.prior_after.match(norm[tail.end:min(e, tail.end + 40)]):
+            for z in chain:  # "6 and 7 mm on the prior study": the sizes written with one unit share it
+                if z.group == tail.group:
+                    z.prior = True
 
 
 def _bound(before: str, lex: Lexicon) -> str | None:
@@ -193,6 +223,7 @@ class LocMention:
     level: str | None = None  # "U"/"M"/"L" when the lobe is named without its side
     owner: int | None = None
     far: bool = False  # separated from its finding by a clause break
+    size_start: int | None = None  # the size it directly follows ("5 mm in the right upper lobe")
 
 
 _LOC_HINT = re.compile(r"right|left|lobe|RUL|RML|RLL|LUL|LLL|lingul|bilateral|both|bibas|biapical|segment|S\d|each\s+lung|"

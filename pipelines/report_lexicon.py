@@ -99,6 +99,8 @@ class LexiconFile(BaseModel):
     prior_after: str
     screening: str
     screening_negated: str
+    screening_dose_only: str = "low[- ]dose|LDCT"
+    earlier_exam_before: str = "compared\\s+(?:with|to)|prior|previous|earlier|last"
     lung_rads: str
     recommendation: str
     no_follow_up: str
@@ -154,6 +156,9 @@ class Lexicon:
         self.prior_after = re.compile(rf"^\s*(?:{_alt(spec.prior_after)})(?![\w])", _FLAGS)
         self.screening = _words(spec.screening)
         self.screening_negated = _words(spec.screening_negated)
+        self.screening_dose_only = re.compile(rf"(?:{_alt(spec.screening_dose_only)})", _FLAGS)
+        self.earlier_exam_before = re.compile(
+            rf"(?<![\w-])(?:{_alt(spec.earlier_exam_before)})\s+(?:the\s+|a\s+|an\s+)?(?:[\w/.-]+\s+){{0,3}}$", _FLAGS)
         self.lung_rads = _re(spec.lung_rads)
         self.recommendation = _words(spec.recommendation)
         self.no_follow_up = _words(spec.no_follow_up)

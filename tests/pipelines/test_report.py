@@ -231,6 +231,105 @@ def test_context_screening_category_recommendation():
     assert ctx.screening is False and ctx.interval_months == 6 and ctx.interval_range_months == [6, 12]
 
 
+# ---------------------------------------------- decimal commas, paired priors, restatements, context lines
+
+@pytest.mark.parametrize("text, expected", [
+    ("Nodule in the right upper lobe measuring 1,2 cm.", [[12.0]]),
+    ("Ground-glass nodule in the left lower lobe of 0,8 x 0,6 cm.", [[8.0, 6.0]]),
+    ("Nodule in the lingula of 0,5-0,7 cm.", [[7.0]]),
+    ("Two nodules in the left upper lobe of 4,5 and 6,5 mm.", [[4.5], [6.5]]),
+    ("Nodules of 5,6 and 7 mm in the right middle lobe.", [[5.0], [6.0], [7.0]]),  # a list, not 5.6 mm
+])
+def test_decimal_commas_are_decimals_unless_they_list_whole_numbers(text, expected):
+    assert sorted(sizes(text)) == sorted(expected)
+
+
+@pytest.mark.parametrize("text, pairs", [
+    ("Two nodules in the right lower lobe now measure 6 and 8 mm, previously 4 and 5 mm.", [(6, 4), (8, 5)]),
+    ("The left upper lobe nodules measure 5 mm and 7 mm, previously 4 mm and 5 mm.", [(5, 4), (7, 5)]),
+    ("Nodules in the lingula of 4 and 6 mm, 4 and 5 mm on the previous examination.", [(4, 4), (6, 5)]),
+    ("The metastases in the left lower lobe have grown from 5 and 7 mm to 9 and 12 mm.", [(9, 5), (12, 7)]),
+])
+def test_a_list_of_prior_sizes_pairs_with_the_list_of_current_sizes(text, pairs):
+    got = sorted((f.size_mm[0], f.prior_size_mm[0] if f.prior_size_mm else None) for f in parse_report(text).findings)
+    assert got == sorted((float(a), float(b)) for a, b in pairs)
+
+
+def test_a_size_said_to_be_current_is_not_swept_into_a_prior_list():
+    f = one("Previously 4 mm, and 6 mm now, the right upper lobe nodule has grown.")
+    assert f.size_mm == [6.0] and f.prior_size_mm == [4.0] and f.stability == "enlarging"
+
+
+def test_versus_a_prior_size_is_a_comparison_not_a_hedge():
+    f = one("Left lower lobe nodule 7 mm vs. 5 mm in 2023.")
+    assert f.size_mm == [7.0] and f.prior_size_mm == [5.0] and not f.hedged
+    assert one("Right lower lobe nodule, granuloma versus metastasis.").hedged
+
+
+@pytest.mark.parametrize("text, dose_only_elsewhere", [
+    ("CT CHEST WITH CONTRAST\nTechnique: Low-dose protocol.\nFindings: 5 mm nodule in the RUL.", True),
+    ("CT CHEST\nComparison: LDCT of 03/2023, lung cancer screening.\nFindings: 5 mm nodule in the RUL.", True),
+    ("CT CHEST\nFindings: Compared with the low-dose CT of 2023, the 5 mm RUL nodule is stable.", True),
+    ("LOW-DOSE CT LUNG CANCER SCREENING\nTechnique: Low-dose protocol.\nFindings: 5 mm nodule in the RUL.", False),
+    ("CT CHEST\nHistory: Lung cancer screening, 40 pack-years.\nFindings: 5 mm nodule in the RUL.", False),
+])
+def test_low_dose_in_a_technique_or_comparison_line_does_not_make_a_screening_exam(text, dose_only_elsewhere):
+    assert parse_report(text).context.screening is (not dose_only_elsewhere)
+
+
+def test_a_count_the_sentence_then_enumerates_is_not_a_finding_of_its_own():
+    parsed = parse_report("There are two new nodules: a 5 mm nodule in the lingula and a 3 mm nodule in the right "
+                          "lower lobe.")
+    got = sorted((f.size_mm[0], f.location.lobe, f.stability, f.count) for f in parsed.findings)
+    assert got == [(3.0, "RLL", "new", 1), (5.0, "LUL", "new", 1)]
+    f = one("Multiple nodules, the largest 6 mm in the right upper lobe.")  # not enumerated: one finding, count 2
+    assert f.count == 2 and f.size_mm == [6.0]
+
+
+def test_an_impression_listing_sizes_with_places_restates_the_findings_once():
+    text = ("Findings:\nIn the left lower lobe, superior segment, there is an 8 x 6 mm solid nodule (series 3, "
+            "image 120). A further nodule of 5 mm is seen in the right upper lobe (series 3, image 40).\n"
+            "Conclusion:\nTwo pulmonary nodules, 8 mm in the left lower lobe and 5 mm in the right upper lobe "
+            "suspicious for metastases.\n")
+    got = sorted((f.size_mm, f.location.lobe, f.image_ref.image) for f in parse_report(text).findings)
+    assert got == [([5.0], "RUL", 40), ([8.0, 6.0], "LLL", 120)]
+
+
+def test_sizeless_impression_restatements_carry_their_hedge_to_the_findings():
+    text = ("FINDINGS:\nLungs: Two solid nodules in the left lower lobe measuring 4 and 6 mm. A 6 mm ground-glass "
+            "nodule in the right upper lobe.\nIMPRESSION:\n1. Two left lower lobe nodules, indeterminate.\n"
+            "2. The ground-glass nodule in the right upper lobe may represent inflammation or an early "
+            "adenocarcinoma.")
+    parsed = parse_report(text)
+    assert len(parsed.findings) == 3
+    assert all(f.hedged for f in parsed.findings)
+    assert all(f.section == "findings" for f in parsed.findings)
+
+
+@pytest.mark.parametrize("text, n", [
+    ("Rounded opacity in the left upper lobe measuring 3 cm, which may represent focal pneumonia or a mass.", 1),
+    ("Nodule in the right lower lobe, likely a granuloma or a metastasis.", 1),
+    ("Calcified nodule in the left lower lobe, granuloma.", 1),
+    ("Nodule in the right upper lobe, mass in the left lower lobe.", 2),
+])
+def test_a_differential_diagnosis_names_the_finding_it_follows(text, n):
+    parsed = parse_report(text)
+    assert len(parsed.findings) == n
+    if n == 2:
+        assert [(f.kind, f.location.lobe) for f in parsed.findings] == [("nodule", "RUL"), ("mass", "LLL")]
+
+
+def test_a_denied_mass_or_nodule_is_a_negative_about_nodules():
+    f = one("No suspicious pulmonary mass or nodule is identified.")
+    assert f.negated and f.kind == "nodule"
+    assert one("No focal lung lesions.").kind == "lesion"
+
+
+def test_the_larger_of_two_nodules_is_not_growth():
+    assert one("Two nodules in the right upper lobe, the larger measuring 6 mm.").stability is None
+    assert one("The right upper lobe nodule is larger, now 8 mm.").stability == "enlarging"
+
+
 # -------------------------------------------------------------------------------------- real reports
 
 def _dragon(shared_data, name: str) -> str:
