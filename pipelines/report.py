@@ -59,7 +59,9 @@ _PSEUDO_NEG = re.compile(
     r"(?:interval\s+)?(?:change|changes|growth|increase|enlargement|progression|difference)|not\s+(?:significantly\s+)?"
     r"(?:changed|enlarged|increased|grown|calcified)|without\s+(?:significant\s+|interval\s+)?(?:change|growth|enlargement)|"
     r"no\s+(?:further|additional|routine)\s+(?:follow[- ]?up|imaging|evaluation|workup)|not\s+(?:excluded|be\s+excluded)|"
-    r"no\s+calcification|without\s+calcification|no\s+doubt|not\s+only|no\s+longer\s+(?:requires?|needed))(?![\w])", re.I)
+    r"no\s+calcification|without\s+calcification|no\s+doubt|not\s+only|no\s+longer\s+(?:requires?|needed)|"
+    r"not\s+(?:seen|present|visible|identified|evident)\s+(?:previously|before|earlier|on\s+(?:the\s+)?(?:prior|previous|"
+    r"earlier|last|preceding)))(?![\w])", re.I)
 _PRONOUN_START = re.compile(r"^\s*(?:it|this|which|measur\w*|size|they|these|the\s+(?:lesion|nodule|mass|latter))\b", re.I)
 _LARGEST = re.compile(r"(?:largest|biggest|dominant|up\s+to|ranging|range|the\s+larger)", re.I)
 _CLAUSE_BREAK = re.compile(r";|(?<![\w-])(?:but|however|although|though|whereas|aside\s+from|apart\s+from|except|"
@@ -588,8 +590,8 @@ def _ref_owner(ref: ImageRefMention, sizes: list[SizeMention], anchors: list[Anc
         if z.end <= ref.start and z.owner is not None:
             cand.append((ref.start - z.end, z.owner))
     for i, a in enumerate(anchors):
-        if a.end <= ref.start:
-            cand.append((ref.start - a.end, i))
+        if a.end <= ref.start and not (not a.target and a.text[:4].lower() in ("soli", "soft")):
+            cand.append((ref.start - a.end, i))  # a solid component's image is its nodule's
     if cand:
         return min(cand, key=lambda c: c[0])[1]
     return _nearest_anchor(ref.start, ref.end, anchors, starts, ends, breaks)

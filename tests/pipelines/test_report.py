@@ -330,6 +330,21 @@ def test_the_larger_of_two_nodules_is_not_growth():
     assert one("The right upper lobe nodule is larger, now 8 mm.").stability == "enlarging"
 
 
+def test_not_present_before_means_new_not_absent():
+    f = one("Small nodule in the lingula of 3,5 mm (series 201, image 77), not present before.")
+    assert not f.negated and f.stability == "new" and f.size_mm == [3.5] and f.count == 1
+
+
+def test_annual_ldct_is_a_twelve_month_recommendation():
+    ctx = parse_report("FINDINGS: 3 mm nodule in the right lower lobe.\nIMPRESSION: Lung-RADS 2. Annual LDCT.").context
+    assert ctx.interval_months == 12 and ctx.recommendation == "Annual LDCT."
+
+
+def test_the_image_of_a_solid_component_is_its_nodules():
+    f = one("Right upper lobe 9 mm part-solid nodule with a 3 mm solid component (image 48).")
+    assert f.size_mm == [9.0] and f.solid_component_mm == 3.0 and f.image_ref.image == 48
+
+
 # -------------------------------------------------------------------------------------- real reports
 
 def _dragon(shared_data, name: str) -> str:
