@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.errors import ModelError
+from models.fpr import FPReducer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,6 +85,7 @@ class ModelSpec(_Spec):
     backend: Literal["torch", "onnxruntime", "bundle"] = "torch"
     input: InputSpec
     inference: InferenceSpec
+    fp_reduction: FPReducer | None = None  # second-stage candidate scorer (training/fpr.py); None: network only
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)

@@ -31,9 +31,11 @@ from scipy import ndimage
 
 from models.backends import Backend, create_backend
 from models.errors import ModelError as _ModelsModelError
+from models.fpr import FPReducer
 from models.networks import size_divisor
 from models.registry import ModelSpec, load_spec
 from pipelines.errors import ModelError, PreprocessError
+from pipelines.fpr import candidate_features, feature_matrix
 from pipelines.preprocess import Box, grow_box, mask_box, prepare_crop, resample
 from pipelines.types import ModelInfo, Volume
 
@@ -50,6 +52,8 @@ class Candidate:
     mean_probability: float
     center_voxel: list[int]  # [i, j, k], rounded centroid of the mask
     volume_mm3: float
+    network_confidence: float | None = None  # the network's max probability when ``confidence`` is a FPR score
+    features: dict[str, float] | None = None  # the false-positive reduction's inputs (when the card has one)
 
     def full_mask(self, shape: tuple[int, int, int]) -> np.ndarray:
         out = np.zeros(shape, dtype=bool)
@@ -111,8 +115,12 @@ def _predict(backend: Backend, image: torch.Tensor, spec: ModelSpec, device: tor
 
 def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str | None = None,
                    backend: str = "torch", device: torch.device | None = None,
-                   return_probabilities: bool = False) -> Detections:
-    """Find and segment lung nodules in ``volume`` (HU, [k, j, i]) inside ``lung_labels`` (> 0 = lung)."""
+                   return_probabilities: bool = False, raw_candidates: bool = False) -> Detections:
+    """Find and segment lung nodules in ``volume`` (HU, [k, j, i]) inside ``lung_labels`` (> 0 = lung).
+
+    ``raw_candidates``: skip the card's false-positive reduction and attach each candidate's features
+    instead (what ``training/fpr.py`` fits the reduction on).
+    """
     t0 = time.perf_counter()
     dev = torch.device(device) if device is not None else torch.device("cpu")
     spec, be = get_model(model, backend, dev)
@@ -183,12 +191,35 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
         cands = [c for c in cands
                  if _lung_fraction(c, lung_labels, inf.lung_fraction_margin_mm, sp) >= inf.min_lung_fraction]
     cands = _dedupe(cands)
+    if spec.fp_reduction is not None and not raw_candidates:
+        cands = _reduce_false_positives(cands, spec.fp_reduction, arr, sp, lung_labels)
+    elif raw_candidates:
+        for c in cands:
+            c.features = candidate_features(c.mask, c.offset, arr, sp, lung_labels, c.confidence,
+                                            c.mean_probability, c.volume_mm3)
     cands.sort(key=lambda c: -c.confidence)
     timings["total"] = time.perf_counter() - t0
     timings = {k: round(v, 4) for k, v in timings.items()}
     log.info("%d nodule candidates from %d coarse regions in %.2f s (%s on %s)", len(cands), n,
              timings["total"], be.name, be.device)
     return Detections(cands, _info(spec, be), full_prob, lung_box, timings)
+
+
+def _reduce_false_positives(cands: list[Candidate], fpr: FPReducer, hu: np.ndarray, spacing_xyz,
+                            lung_labels: np.ndarray | None) -> list[Candidate]:
+    """Score each candidate with the card's second stage; keep those reaching ``fpr.min_score``."""
+    if not cands:
+        return cands
+    rows = [candidate_features(c.mask, c.offset, hu, spacing_xyz, lung_labels, c.confidence, c.mean_probability,
+                               c.volume_mm3) for c in cands]
+    scores = fpr.score(feature_matrix(rows, fpr.features))
+    out = []
+    for c, f, s in zip(cands, rows, scores):
+        c.network_confidence, c.confidence, c.features = c.confidence, float(s), f
+        if s >= fpr.min_score:
+            out.append(c)
+    log.debug("false-positive reduction kept %d of %d candidates", len(out), len(cands))
+    return out
 
 
 def _info(spec: ModelSpec, be: Backend) -> ModelInfo:

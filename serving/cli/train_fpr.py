@@ -1,0 +1,40 @@
+"""``preread train-fpr``: fit a model card's false-positive reduction on synthetic training studies."""
+
+from __future__ import annotations
+
+import typer
+
+from serving.cli._common import write_json
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train-fpr")
+    def train_fpr_cmd(
+        model: str = typer.Option(None, "--model", help="Model card name or path (default: the default card)."),
+        seeds: str = typer.Option("3000:3030", "--seeds", help="Seeds START:STOP, neither the network's training seeds nor evaluation seeds."),
+        preset: str = typer.Option("fast", "--preset", help="Synthetic preset of the studies."),
+        keep: float = typer.Option(0.98, "--keep-sensitivity", help="Fraction of true candidates min_score keeps."),
+        l2: float = typer.Option(1.0, "--l2", help="L2 penalty of the logistic regression."),
+        cache: str = typer.Option(".cache/fpr", "--cache", help="Keep generated studies here as .npz."),
+        write: bool = typer.Option(True, "--write/--no-write", help="Write the result into the model card."),
+        json_path: str = typer.Option("-", "--json", help="Write the report JSON here ('-' = stdout)."),
+    ) -> None:
+        """Run the detector on training studies, fit the candidate scorer, write it to the card."""
+        from pipelines.errors import ConfigError
+        from training.fpr import collect, fit, write_to_card
+
+        try:
+            a, b = (int(x) for x in seeds.split(":"))
+        except ValueError as err:
+            raise ConfigError(f"--seeds must be START:STOP (integers), got {seeds!r}") from err
+        name = model
+        if name is None:
+            from models.registry import default_model_name
+
+            name = default_model_name()
+        rows, y, owner = collect(name, list(range(a, b)), preset=preset, cache_dir=cache)
+        reducer, report = fit(rows, y, owner, l2=l2, keep_sensitivity=keep)
+        if write:
+            report["card"] = str(write_to_card(name, reducer))
+        report["min_score"] = reducer.min_score
+        write_json(report, json_path)

@@ -1,0 +1,92 @@
+"""The false-positive reduction: its scorer, its fitting, its features, and a card that carries it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from models.errors import ModelError
+from models.fpr import FEATURES, FPReducer, feature_matrix, fit_logistic
+from models.registry import load_spec
+from pipelines.fpr import candidate_features
+from training.fpr import fit, min_score_for
+
+
+def _ball(shape, centre, r):
+    k, j, i = np.indices(shape)
+    return (k - centre[0]) ** 2 + (j - centre[1]) ** 2 + (i - centre[2]) ** 2 <= r * r
+
+
+def test_logistic_fit_separates_two_groups_and_ranks_them():
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, (200, 3)), rng.normal(2.5, 1, (200, 3))])
+    y = np.r_[np.zeros(200), np.ones(200)]
+    mean, scale, coef, b = fit_logistic(x, y)
+    red = FPReducer(features=list(FEATURES[:3]), mean=mean.tolist(), scale=scale.tolist(), coef=coef.tolist(),
+                    intercept=b, min_score=0.5)
+    p = red.score(x)
+    assert ((p >= 0.5) == (y == 1)).mean() > 0.95
+    assert np.all(coef > 0)  # every feature moves the score the right way
+
+
+def test_min_score_keeps_the_asked_share_of_true_candidates():
+    scores = np.linspace(0, 1, 101)
+    y = (scores > 0.3).astype(int)
+    thr = min_score_for(scores, y, 0.9)
+    assert ((scores >= thr) & (y == 1)).sum() >= 0.9 * y.sum()
+    assert thr > 0.3
+
+
+def test_fit_refuses_too_few_candidates():
+    from pipelines.errors import ConfigError
+
+    rows = [dict.fromkeys(FEATURES, 0.0)] * 4
+    with pytest.raises(ConfigError, match="too few candidates"):
+        fit(rows, np.array([1, 0, 1, 0]), np.array([1, 1, 2, 2]))
+
+
+def test_a_reducer_with_mismatched_lengths_or_unknown_features_is_refused():
+    with pytest.raises(ValueError, match="same length"):
+        FPReducer(features=["hu_mean"], mean=[0, 1], scale=[1], coef=[1], intercept=0, min_score=0.5)
+    with pytest.raises(ValueError, match="unknown features"):
+        FPReducer(features=["colour"], mean=[0], scale=[1], coef=[1], intercept=0, min_score=0.5)
+
+
+def test_a_card_with_a_broken_fp_reduction_gives_a_clear_model_error(tmp_path):
+    card = yaml.safe_load(load_spec(None).model_dump_json())
+    card["fp_reduction"] = {"features": ["hu_mean"], "mean": [0], "scale": [1], "coef": [1, 2], "intercept": 0,
+                            "min_score": 0.5}
+    p = tmp_path / "broken.yaml"
+    p.write_text(yaml.safe_dump(card))
+    with pytest.raises(ModelError, match="fp_reduction"):
+        load_spec(str(p))
+
+
+def test_features_tell_a_round_nodule_from_a_vessel_segment():
+    sp = (0.8, 0.8, 1.0)  # x, y, z mm
+    shape = (40, 48, 48)
+    hu = np.full(shape, -850, dtype=np.int16)
+    lung = np.ones(shape, dtype=np.uint8)
+    ball = _ball(shape, (20, 24, 24), 6)
+    hu[ball] = 20
+    tube = np.zeros(shape, bool)
+    tube[18:22, 4:44, 10:13] = True  # a vessel running along j
+    hu[tube] = 30
+    vox = float(np.prod(sp))
+
+    def feats(m):
+        idx = np.argwhere(m)
+        lo, hi = idx.min(0), idx.max(0) + 1
+        crop = m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        return candidate_features(crop, tuple(int(v) for v in lo), hu, sp, lung, 0.9, 0.7, float(m.sum()) * vox)
+
+    fb, fv = feats(ball), feats(tube)
+    assert set(fb) == set(FEATURES)
+    assert fb["compactness"] > 0.7 > fv["compactness"]
+    assert fv["elongation"] > 3 * fb["elongation"]
+    assert fb["dense_fraction"] == 1.0 and fb["hu_mean"] == pytest.approx(20)
+    assert fb["shell_hu_mean"] < -800  # air around a nodule ...
+    assert fb["lung_depth_mm"] > 10  # ... deep in the lung
+    row = feature_matrix([fb, fv])
+    assert row.shape == (2, len(FEATURES))

@@ -1,0 +1,114 @@
+"""Fit the false-positive reduction of a model card (``preread train-fpr``).
+
+Runs the card's detector (network and candidate filters, no second stage) on synthetic studies from
+seeds the network was not trained on (its outputs on its own training studies are over-confident),
+labels each candidate true when it hits a generated nodule (LUNA16 rule: within the nodule's radius),
+fits :func:`models.fpr.fit_logistic` on the candidates' features, picks ``min_score`` as the highest
+score that keeps ``keep_sensitivity`` of the true candidates of the fitting set, and writes the result
+into the card's ``fp_reduction`` block. Study-wise two-fold cross-validation is reported beside it.
+Evaluation seeds (>= 900000) and the network's training seeds are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from models.fpr import FEATURES, FPReducer, feature_matrix, fit_logistic
+from models.registry import load_spec, models_dir
+from pipelines.errors import ConfigError
+from pipelines.infer import detect_nodules
+from training.evaluate import RefNodule, training_seeds, ScanDetections, _synthetic_study, candidate_centres_mm, match_scan
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED_MIN = 900000
+
+
+def collect(model: str, seeds: list[int], *, preset: str = "fast", cache_dir: Path | str | None = None,
+            device: torch.device | None = None) -> tuple[list[dict[str, float]], np.ndarray, np.ndarray]:
+    """(feature rows, labels 0/1, the seed of each row) of every candidate the detector gives on ``seeds``."""
+    bad = [s for s in seeds if s >= EVAL_SEED_MIN]
+    if bad:
+        raise ConfigError(f"seeds {bad[:5]} are evaluation seeds (>= {EVAL_SEED_MIN}); fit on other seeds")
+    used = sorted(training_seeds() & set(seeds))
+    if used:
+        raise ConfigError(f"seeds {used[:5]} trained the network; fit the false-positive reduction on other seeds")
+    rows: list[dict[str, float]] = []
+    labels: list[int] = []
+    owner: list[int] = []
+    for seed in seeds:
+        t = time.perf_counter()
+        st = _synthetic_study(int(seed), preset, cache_dir)
+        det = detect_nodules(st.volume, np.asarray(st.lung_labels), model=model, device=device, raw_candidates=True)
+        refs = [RefNodule(center_mm=st.volume.voxel_to_mm(n["center_voxel"]),
+                          diameter_mm=max(float(n["mean_diameter_mm"]), 1e-3), counted=True)
+                for n in st.truth["nodules"]]
+        hit, _ = match_scan(ScanDetections(candidate_centres_mm(st.volume, det.candidates),
+                                           [c.confidence for c in det.candidates], refs))
+        for c, h in zip(det.candidates, hit):
+            rows.append(dict(c.features or {}))
+            labels.append(int(h is not None))
+            owner.append(int(seed))
+        log.info("seed %d: %d candidates (%d true) in %.1f s", seed, len(det.candidates),
+                 sum(h is not None for h in hit), time.perf_counter() - t)
+    return rows, np.asarray(labels, dtype=np.int64), np.asarray(owner, dtype=np.int64)
+
+
+def min_score_for(scores: np.ndarray, y: np.ndarray, keep_sensitivity: float) -> float:
+    """The highest threshold that keeps at least ``keep_sensitivity`` of the true candidates."""
+    pos = np.sort(scores[y == 1])[::-1]
+    if len(pos) == 0:
+        return 0.5
+    k = max(1, int(np.ceil(keep_sensitivity * len(pos))))
+    return float(pos[k - 1])
+
+
+def fit(rows: list[dict[str, float]], y: np.ndarray, owner: np.ndarray, *, l2: float = 1.0,
+        keep_sensitivity: float = 0.98, features: tuple[str, ...] = FEATURES) -> tuple[FPReducer, dict[str, Any]]:
+    """The fitted reducer, and a report with study-wise two-fold cross-validation."""
+    if len(rows) < 10 or y.sum() < 3 or (1 - y).sum() < 3:
+        raise ConfigError(f"too few candidates to fit a false-positive reduction ({len(rows)}, {int(y.sum())} true)")
+    x = feature_matrix(rows, features)
+    studies = np.unique(owner)
+    fold = np.isin(owner, studies[::2])
+    cv = []
+    for test in (fold, ~fold):
+        m, s, c, b = fit_logistic(x[~test], y[~test], l2=l2)
+        red = FPReducer(features=list(features), mean=m.tolist(), scale=s.tolist(), coef=c.tolist(), intercept=b,
+                        min_score=0.0)
+        thr = min_score_for(red.score(x[~test]), y[~test], keep_sensitivity)
+        sc = red.score(x[test])
+        kept = sc >= thr
+        cv.append({"true_kept": int((kept & (y[test] == 1)).sum()), "true": int((y[test] == 1).sum()),
+                   "false_kept": int((kept & (y[test] == 0)).sum()), "false": int((y[test] == 0).sum()),
+                   "studies": int(len(np.unique(owner[test])))})
+    m, s, c, b = fit_logistic(x, y, l2=l2)
+    red = FPReducer(features=list(features), mean=m.tolist(), scale=s.tolist(), coef=c.tolist(), intercept=b,
+                    min_score=0.0)
+    thr = min_score_for(red.score(x), y, keep_sensitivity)
+    tk = sum(f["true_kept"] for f in cv)
+    fk = sum(f["false_kept"] for f in cv)
+    report = {"candidates": int(len(y)), "true": int(y.sum()), "studies": int(len(studies)),
+              "seeds": [int(studies.min()), int(studies.max())], "l2": l2, "keep_sensitivity": keep_sensitivity,
+              "cv2_true_kept_fraction": round(tk / max(int(y.sum()), 1), 4),
+              "cv2_false_kept_per_study": round(fk / max(len(studies), 1), 3),
+              "false_per_study_before": round(float((y == 0).sum()) / max(len(studies), 1), 3)}
+    red = red.model_copy(update={"min_score": round(thr, 6), "fitted_on": report})
+    return red, report
+
+
+def write_to_card(model: str, reducer: FPReducer) -> Path:
+    """Put ``reducer`` in the card's ``fp_reduction`` block (the rest of the card is kept as it is)."""
+    spec = load_spec(model)
+    path = Path(model) if model.endswith((".yaml", ".yml")) else models_dir() / f"{spec.name}.yaml"
+    card = yaml.safe_load(path.read_text())
+    card["fp_reduction"] = reducer.model_dump(mode="json")
+    path.write_text(yaml.safe_dump(card, sort_keys=False, width=110))
+    return path
