@@ -4,7 +4,8 @@ Each study is reduced to what patch sampling needs: the HU array, its spacing, t
 pools of sampling points (voxel indices [k, j, i]): nodule voxels, *hard negatives* (vessel-like voxels
 inside the lungs: HU above ``vessel_hu`` and not nodule), *wall* voxels (dense tissue outside the lungs but
 within ``wall_mm`` of them: chest wall, mediastinum, hila, diaphragm, which the lung box also holds) and
-ordinary lung voxels. A patch is centred
+ordinary lung voxels. Nodule points are drawn one nodule at a time (a nodule uniformly, then one of its
+voxels), so that small and faint nodules are seen as often as large ones. A patch is centred
 near a point of one pool (the pool chosen with the configured fractions), cut at a random isotropic
 spacing (scale augmentation, so one network serves the coarse and the fine pass), flipped and
 intensity-jittered.
@@ -77,7 +78,7 @@ def load_synthetic_arrays(seed: int, preset: str, overrides: dict | None = None,
     """(HU int16, spacing (x, y, z), nodule bool, lung bool) of a synthetic study, from the disk cache if there."""
     from training.synthetic import SynthConfig, make_study
 
-    key = hashlib.sha256(json.dumps([preset, overrides or {}], sort_keys=True).encode()).hexdigest()[:10]
+    key = hashlib.sha256(json.dumps([preset, overrides or {}, generator_version()], sort_keys=True).encode()).hexdigest()[:10]
     p = cache_dir / f"{preset}-{key}-{seed}.npz" if cache_dir else None
     if p is not None and p.is_file():
         z = np.load(p)
@@ -94,6 +95,15 @@ def load_synthetic_arrays(seed: int, preset: str, overrides: dict | None = None,
     return out
 
 
+def generator_version() -> str:
+    """A digest of the synthetic generator's source: cached studies from an older generator are not reused."""
+    src = Path(__file__).resolve().parent / "synthetic"
+    h = hashlib.sha256()
+    for f in sorted(src.glob("*.py")):
+        h.update(f.name.encode()); h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def study_item(hu: np.ndarray, spacing_xyz, nodule: np.ndarray, lung: np.ndarray, *, seed: int,
                vessel_hu: float = -400.0, wall_mm: float = 12.0, max_points: int = 20000) -> dict:
     rng = np.random.default_rng(seed)
@@ -104,11 +114,15 @@ def study_item(hu: np.ndarray, spacing_xyz, nodule: np.ndarray, lung: np.ndarray
             idx = idx[rng.choice(len(idx), max_points, replace=False)]
         return idx.astype(np.int32)
 
+    from scipy import ndimage
+
+    comps, n_comp = ndimage.label(nodule) if nodule.any() else (None, 0)
+    groups = [pick(comps == c) for c in range(1, n_comp + 1)] if n_comp else []
     vessel = lung & (hu > vessel_hu) & ~ndimage_dilate(nodule, 2)
     near = _near(lung, wall_mm, spacing_xyz)
     wall = near & ~lung & (hu > vessel_hu) & ~ndimage_dilate(nodule, 2)
     return {"seed": seed, "hu": hu.astype(np.int16), "spacing": tuple(float(s) for s in spacing_xyz),
-            "nodule": nodule.astype(bool), "points": {"nodule": pick(nodule), "vessel": pick(vessel),
+            "nodule": nodule.astype(bool), "nodule_groups": [g for g in groups if len(g)], "points": {"nodule": pick(nodule), "vessel": pick(vessel),
                                                        "wall": pick(wall), "lung": pick(lung)}}
 
 
@@ -163,6 +177,10 @@ class RandPatchd(Randomizable):
         cfg = self.cfg
         pool = self.R.choice(self.pools, p=self.weights)
         pts = item["points"][pool]
+        groups = item.get("nodule_groups") or []
+        if pool == "nodule" and groups:
+            # one nodule drawn uniformly, then one of its voxels: small nodules are seen as often as big ones
+            pts = groups[self.R.randint(len(groups))]
         if len(pts) == 0:
             pts = item["points"]["lung"] if len(item["points"]["lung"]) else np.array([[s // 2 for s in item["hu"].shape]])
         c = pts[self.R.randint(len(pts))].astype(np.float64)

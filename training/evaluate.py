@@ -201,7 +201,9 @@ def _synthetic_study(seed: int, preset: str, cache_dir: Path | str | None) -> _S
 
     from training.synthetic import SynthConfig, make_study
 
-    p = Path(cache_dir) / f"eval-{preset}-{seed}.npz" if cache_dir else None
+    from training.data import generator_version
+
+    p = Path(cache_dir) / f"eval-{preset}-{generator_version()}-{seed}.npz" if cache_dir else None
     if p is not None and p.is_file():
         z = np.load(p)
         vol = Volume(array=z["hu"], spacing_mm=tuple(z["spacing"]), origin_mm=tuple(z["origin"]), direction=z["direction"])
