@@ -173,11 +173,17 @@ def _parse(text: str, lex: Lexicon) -> ParsedReport:
     prev_sentence_drafts: list[_Draft] = []
     block, last_section = 0, None
     warnings: list[str] = []
+    mentions = [0]  # target nouns read so far (bounds the work on text whose mentions fold into few findings)
     for n_sent, sent in enumerate(sentences):
         if len(drafts) >= lex.max_findings:
             warnings.append(f"stopped after {len(drafts)} finding mentions (max_findings); sentences from character "
                             f"{sent.start} on ({len(sentences) - n_sent} of {len(sentences)}) were not read")
             log.warning("report parsing stopped at max_findings=%d", lex.max_findings)
+            break
+        if mentions[0] >= lex.max_mentions:
+            warnings.append(f"stopped after reading {mentions[0]} nodule nouns (max_mentions); sentences from "
+                            f"character {sent.start} on ({len(sentences) - n_sent} of {len(sentences)}) were not read")
+            log.warning("report parsing stopped at max_mentions=%d", lex.max_mentions)
             break
         # a new findings section after an impression starts a new report (concatenated reports stay apart)
         if sent.section == "findings" and last_section == "impression":
@@ -188,7 +194,7 @@ def _parse(text: str, lex: Lexicon) -> ParsedReport:
         if sent.section not in _FINDING_SECTIONS and sent.section != "recommendation":
             prev_sentence_drafts = []
             continue
-        got = _sentence_drafts(norm, sent, lex, prev_sentence_drafts)
+        got = _sentence_drafts(norm, sent, lex, prev_sentence_drafts, mentions)
         if sent.section == "recommendation":
             for d in got:
                 d.summary = True
@@ -218,7 +224,8 @@ def _worth_reading(low: str, topic: str | None, has_prev: bool) -> bool:
     return has_prev and low.lstrip().startswith(_PRONOUN_STEMS)
 
 
-def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]) -> list[_Draft]:
+def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft],
+                     mentions: list[int] | None = None) -> list[_Draft]:
     s, e = sent.start, sent.end
     if sent.header and _NONE.fullmatch(norm[s:e]) and lex.anchor_re.fullmatch(sent.header.strip()):
         m = lex.anchor_re.fullmatch(sent.header.strip())
@@ -228,6 +235,8 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
     if not _worth_reading(norm[s:e].lower(), sent.topic, bool(prev)):
         return []
     anchors = find_anchors(norm, s, e, lex)
+    if mentions is not None:
+        mentions[0] += sum(1 for a in anchors if a.target)
     sizes = find_sizes(norm, s, e, lex)
     if not anchors and not sizes:
         if prev and _PRONOUN_START.match(norm[s:e]):
@@ -323,7 +332,7 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
         if loc.owner is not None and loc.owner >= 0:
             a = anchors[loc.owner]
             lo, hi = (a.end, loc.start) if a.end <= loc.start else (loc.end, ext_starts[loc.owner])
-            loc.far = any(lo <= b < hi for b in breaks)
+            loc.far = _any_between(breaks, lo, hi)
         if loc.owner == -2 and -1 in drafts:
             loc.owner = -1
         if loc.owner is None and -1 in drafts:
@@ -553,6 +562,12 @@ def _size_owner(norm: str, z: SizeMention, anchors: list[Anchor], starts: list[i
     return j if j >= 0 else None
 
 
+def _any_between(sorted_positions: list[int], lo: int, hi: int) -> bool:
+    """Whether a position in the sorted list lies in [lo, hi) (bisect: a run-on sentence has many commas)."""
+    i = bisect.bisect_left(sorted_positions, lo)
+    return i < len(sorted_positions) and sorted_positions[i] < hi
+
+
 def _nearest_anchor(p0: int, p1: int, anchors: list[Anchor], starts: list[int], ends: list[int],
                     breaks: list[int], *, inside_ok: bool = False, commas: list[int] | None = None) -> int | None:
     """Index of the anchor nearest to [p0, p1): after-anchors count double, clause breaks add a penalty, and
@@ -572,10 +587,10 @@ def _nearest_anchor(p0: int, p1: int, anchors: list[Anchor], starts: list[int], 
             d = p0 - a.end
         else:
             d = (a_start - p1) * 2.0
-            if commas and any(p1 <= c < a_start for c in commas):
+            if commas and _any_between(commas, p1, a_start):
                 d += 100
         lo, hi = (a.end, p0) if a.end <= p0 else (p1, a.start)
-        if any(lo <= b < hi for b in breaks):
+        if _any_between(breaks, lo, hi):
             d += 200
         if best_d is None or d < best_d:
             best, best_d = idx, d

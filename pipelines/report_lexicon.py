@@ -107,6 +107,7 @@ class LexiconFile(BaseModel):
     max_bytes: int = Field(gt=0)
     max_sentence_chars: int = Field(gt=100)
     max_findings: int = Field(gt=0)
+    max_mentions: int = Field(default=2000, gt=0)
 
 
 class Lexicon:
@@ -165,6 +166,7 @@ class Lexicon:
         self.max_bytes = spec.max_bytes
         self.max_sentence_chars = spec.max_sentence_chars
         self.max_findings = spec.max_findings
+        self.max_mentions = spec.max_mentions
 
 
 def _alt(pattern: str) -> str:

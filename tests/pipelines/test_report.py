@@ -487,6 +487,10 @@ def test_one_megabyte_report_parses():
     run_on = "nodule 5 mm " * 90_000  # one endless sentence
     parsed = parse_report(run_on)
     assert parsed.findings and parsed.warnings
+    # thousands of mentions that fold into few findings: reading stops at max_mentions, and says so
+    folding = ("two nodules in the RUL, the larger " * 29_000)[:1_000_000]
+    parsed = parse_report(folding)
+    assert parsed.findings and any("max_mentions" in w for w in parsed.warnings)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
