@@ -243,11 +243,13 @@ def format_table(res: dict) -> str:
     lines.append(f"{'wall':14} {res['wall_s']['median']:9.2f} {res['wall_s']['min']:8.2f} {res['wall_s']['max']:8.2f}")
     lines.append(f"peak memory (RSS, whole process): {res['peak_rss_mb']:.0f} MB; "
                  f"model load (once, not per study): {res['model_load_s']:.2f} s; "
-                 f"{res['model']['name']} {res['model']['version']} on {res['model']['backend']}/{res['model']['device']}")
+                 f"{res['model']['name']} {res['model']['version']} on "
+                 f"{res['model']['backend']}/{res['model']['device']}")
     r0 = res["runs"][0]
     dc = r0["dicom_check"]
     lines.append(f"study: {res['study']['slices']} DICOM slices ({res['study']['dicom_mb']} MB), "
-                 f"{res['study']['truth_nodules']} true nodules; AI findings {r0['ai_findings']}, verdict {r0['verdict']}; "
+                 f"{res['study']['truth_nodules']} true nodules; AI findings {r0['ai_findings']}, "
+                 f"verdict {r0['verdict']}; "
                  f"SEG {'%d segments' % dc['seg']['segments'] if dc['seg'] else 'not written'}, "
                  f"SR {dc['sr']['template'] if dc['sr'] else 'not written'}")
     g = res["goal"]
@@ -256,7 +258,8 @@ def format_table(res: dict) -> str:
     hw, v = res["hardware"], res["hardware"]["versions"]
     lines.append(f"hardware: {hw['cpu']} ({hw['cpu_count']} cores, {hw['memory_gb']} GB), GPU {hw['gpu']}; "
                  f"torch {v.get('torch')} ({res['settings']['torch_threads']} threads), monai {v.get('monai')}, "
-                 f"pydicom {v.get('pydicom')}, highdicom {v.get('highdicom')}, onnxruntime-gpu {v.get('onnxruntime-gpu')}")
+                 f"pydicom {v.get('pydicom')}, highdicom {v.get('highdicom')}, "
+                 f"onnxruntime-gpu {v.get('onnxruntime-gpu')}")
     return "\n".join(lines)
 
 
