@@ -171,7 +171,7 @@ def write_seg(
         if m is None or not np.any(m):
             logger.warning("finding %s has no mask; left out of the DICOM SEG", f.id)
             continue
-        m = np.asarray(m).astype(bool)
+        m = np.asarray(m, dtype=bool)  # no copy of a bool mask (N full-size masks are held already)
         if shape is None:
             shape = m.shape
         elif m.shape != shape:
