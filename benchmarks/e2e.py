@@ -7,7 +7,9 @@ the SEG and SR through ``pipelines.dicom_out``), each repeat times: report parsi
 and geometry), lung mask, inference, measurement, comparison with the report (matching, Fleischner 2017 /
 Lung-RADS v2022 categories, discordance), overlays (``--overlays`` only) and DICOM output (source headers,
 SEG, SR). The model is loaded once before the repeats (``model_load_s``, not in the per-study time: a
-service keeps it loaded). The SEG and SR are read back with pydicom after the clock stops.
+service keeps it loaded). The SEG and SR are read back with pydicom after the clock stops. ``--threads``
+sets torch's intra-op threads; ONNX Runtime (``--backend onnx``) keeps its own default pool, as in
+``preread analyze``.
 
 Goal: ≤ 30 s per study on this CPU, ≤ 2 s on a GPU, judged on the median wall time per study over the
 repeats. The full run::
