@@ -38,6 +38,7 @@ import io
 import json
 import logging
 import math
+import re
 import os
 import sys
 import tempfile
@@ -213,17 +214,27 @@ def _is_num(x) -> bool:
     return isinstance(x, (int, float))
 
 
-def _brief(result: dict | None) -> dict:
-    """What the table shows of one StudyResult."""
+def _brief(result: dict | None, *, findings: bool = True) -> dict:
+    """What the table and the JSON show of one StudyResult (findings as [x, y, z, mean diameter, volume])."""
     if result is None:
         return {}
-    return {
+    out = {
         "n_ai": len(result["ai_findings"]),
-        "ai": [{"center_mm": f["center_mm"], "mean_diameter_mm": f["mean_diameter_mm"],
-                "volume_mm3": f["volume_mm3"]} for f in result["ai_findings"]],
         "discordances": [[d["type"], d["severity"]] for d in result["discordances"]],
         "verdict": result["verdict"], "priority": result["priority"],
     }
+    if findings:
+        out["ai_center_mm_diameter_mm_volume_mm3"] = [[*f["center_mm"], f["mean_diameter_mm"], f["volume_mm3"]]
+                                                      for f in result["ai_findings"]]
+    return out
+
+
+_FLAT_LIST = re.compile(r"\[\s*([-+0-9.eE]+(?:,\s*[-+0-9.eE]+)*|\"[^\"]*\",\s*\"[^\"]*\")\s*\]")
+
+
+def _dumps(doc: dict) -> str:
+    """Indented JSON with short lists of numbers (and [type, severity] pairs) kept on one line."""
+    return _FLAT_LIST.sub(lambda m: "[" + re.sub(r"\s*,\s*", ", ", m.group(1)) + "]", json.dumps(doc, indent=2))
 
 
 def compare_study(study: dict, row: dict | None, single: dict | None, single_err: str | None, tol: float) -> dict:
@@ -232,7 +243,8 @@ def compare_study(study: dict, row: dict | None, single: dict | None, single_err
         batch_err = "no row from preread batch"
     batch = json.loads(row["result_json"]) if row and not batch_err and row.get("result_json") else None
     rec = {k: study[k] for k in ("name", "seed", "relation", "report_format", "true_nodules")}
-    rec.update(batch_error=batch_err, analyze_error=single_err, batch=_brief(batch), analyze=_brief(single),
+    rec.update(batch_error=batch_err, analyze_error=single_err, batch=_brief(batch),
+               analyze=_brief(single, findings=False),
                actor=row.get("actor") if row else None)
     if batch is None or single is None:
         rec.update(status="failed", identical=False, bit_identical=False, differences=[])
@@ -419,7 +431,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = args.json or Path(__file__).resolve().parent / "results" / hardware_slug(hw) / "batch_equivalence.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    out.write_text(_dumps(doc) + "\n")
     print(f"wrote {out}")
     return doc
 
