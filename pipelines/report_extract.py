@@ -18,19 +18,35 @@ _I = re.IGNORECASE
 # a decimal point, or a decimal comma ("1,2 cm", European style) unless the comma starts a list of whole
 # numbers ("5,6 and 7 mm" is three sizes; "4,5 and 6,5 mm" two)
 _NUM = (r"(?:\d{1,3}(?:\.\d{1,2}|,\d{1,2}(?!\d)(?!\s*(?:,|and|or|&)\s*\d{1,3}(?![.,]\d)))?|\.\d{1,2})")
+# number words ("a six millimetre nodule"), one to thirty-nine
+_UNITS_W = "one|two|three|four|five|six|seven|eight|nine"
+_WORD_NUMS = {w: i for i, w in enumerate(
+    ("zero " + _UNITS_W.replace("|", " ") + " ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen "
+     "nineteen").split())}
+_WNUM = (rf"(?:(?:twenty|thirty)(?:[- ](?:{_UNITS_W}))?|{_UNITS_W}|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
+         rf"seventeen|eighteen|nineteen)(?![\w])")
+_NUM_ANY = rf"(?:{_WNUM}|{_NUM})"
 _UNIT = r"(?:mm|millimet(?:er|re)s?|cm|centimet(?:er|re)s?)"
 _U = rf"(?:\s?-?\s?{_UNIT})"
 _X = r"\s*(?:x|\*|by)\s*"
 _SIZE = re.compile(
     rf"(?<![\w.,/])(?:"
-    rf"(?P<ax>{_NUM}{_U}?{_X}{_NUM}{_U}?(?:{_X}{_NUM})?{_U})"
-    rf"|(?P<rng>{_NUM}{_U}?\s*(?:-|to|and)\s*{_NUM}{_U})"
+    rf"(?P<ax>{_NUM_ANY}{_U}?{_X}{_NUM_ANY}{_U}?(?:{_X}{_NUM_ANY})?{_U})"
+    rf"|(?P<rng>{_NUM_ANY}{_U}?\s*(?:-|to|and)\s*{_NUM_ANY}{_U})"
     rf"|(?P<lst>{_NUM}(?:\s*,\s*{_NUM}){{1,8}}\s*,?\s*(?:and|or|&)\s*{_NUM}{_U})"
-    rf"|(?P<one>{_NUM}{_U})"
+    rf"|(?P<one>{_NUM_ANY}{_U})"
     rf")(?![\w²³/])",
     _I,
 )
-_NUM_RE = re.compile(_NUM)
+_NUM_RE = re.compile(rf"(?<![\w-])(?P<w>{_WNUM})|{_NUM}", _I)
+
+
+def _num_value(m: re.Match) -> float:
+    """A number as written: digits (decimal point or comma) or an English number word."""
+    if m.group("w"):
+        words = re.split(r"[- ]+", m.group("w").lower())
+        return float({"twenty": 20, "thirty": 30}.get(words[0], 0) + _WORD_NUMS.get(words[-1], 0))
+    return float(m.group().replace(",", "."))
 _UNIT_RE = re.compile(_UNIT, _I)
 _VOLUME_AFTER = re.compile(r"^\s*(?:\^?[23]|[²³]|/s|hg)", _I)
 _SOLID_AFTER = re.compile(r"^\s*(?:solid|soft[- ]tissue)\s+(?:component|portion|part)", _I)
@@ -69,16 +85,26 @@ def find_sizes(norm: str, s: int, e: int, lex: Lexicon) -> list[SizeMention]:
         text = m.group()
         units = _UNIT_RE.findall(text)
         unit = units[-1] if units else "mm"
-        nums = [(float(n.group().replace(",", ".")), n.start() + m.start(), n.end() + m.start())
-                for n in _NUM_RE.finditer(text)]
-        # numbers inside the unit words do not exist; guard against "mm" matching inside numbers anyway
-        before = norm[max(s, m.start() - 40):m.start()]
+        nums = [(_num_value(n), n.start() + m.start(), n.end() + m.start()) for n in _NUM_RE.finditer(text)]
+        if not nums:
+            continue
+        before = norm[max(s, m.start() - 60):m.start()]
+        if lex.volume_before.search(before):
+            continue  # "volume 410 mm3" / "volume of 0.4 cm": not a diameter
+        change = lex.size_change_before.search(before) is not None
+        if change and not m.group("rng"):
+            continue  # "has grown by 4 mm": a change in size, not a size
+        if not m.group("rng") and lex.size_change_after.match(norm, m.end(), min(e, m.end() + 30)):
+            continue  # "a 3 mm increase", "2 mm smaller than before"
         bound = _bound(before, lex)
         if m.group("ax"):
             axes = [_to_mm(v, unit) for v, _, _ in nums[:3]]
             out.append(SizeMention(m.start(), m.end(), axes, bound=bound, group=group))
         elif m.group("rng"):
             lo, hi = _to_mm(nums[0][0], unit), _to_mm(nums[-1][0], unit)
+            if change:  # "increased by 3 mm to 9 mm": the change, then the size
+                out.append(SizeMention(nums[-1][1], m.end(), [hi], group=group))
+                continue
             conj = re.search(r"\band\b", text, _I) is not None
             if conj or (lex.prior_before.search(before) and not _RANGE_NOT_PRIOR.search(before)):
                 # "from 5 to 7 mm": a prior and a current size; "4 and 6 mm": two sizes
@@ -95,6 +121,7 @@ def find_sizes(norm: str, s: int, e: int, lex: Lexicon) -> list[SizeMention]:
                                        bound=bound if i == 0 else None, group=group))
         else:
             out.append(SizeMention(m.start(), m.end(), [_to_mm(nums[0][0], unit)], bound=bound, group=group))
+    out = _join_axes(norm, out, lex)
     for sz in out:
         pre = norm[max(s, sz.start - 45):sz.start]
         post = norm[sz.end:min(e, sz.end + 40)]
@@ -111,6 +138,27 @@ def find_sizes(norm: str, s: int, e: int, lex: Lexicon) -> list[SizeMention]:
                 sz.prior = True
     _share_history(norm, out, e, lex)
     return [z for z in out if all(0 < a < 1000 for a in z.axes_mm)]
+
+
+def _join_axes(norm: str, sizes: list[SizeMention], lex: Lexicon) -> list[SizeMention]:
+    """"long axis 11 mm, short axis 8 mm" (either order) is one size of two axes, the long one first."""
+    out: list[SizeMention] = []
+    k = 0
+    while k < len(sizes):
+        z = sizes[k]
+        nxt = sizes[k + 1] if k + 1 < len(sizes) else None
+        if nxt is not None and len(z.axes_mm) == 1 and len(nxt.axes_mm) == 1 and nxt.start - z.end <= 40:
+            pre = norm[max(0, z.start - 40):z.start]
+            gap = norm[z.end:nxt.start]
+            if (lex.long_axis.search(pre) and lex.short_axis.match(gap)) or (
+                    lex.short_axis_before.search(pre) and lex.long_axis_gap.match(gap)):
+                axes = sorted(z.axes_mm + nxt.axes_mm, reverse=True)
+                out.append(SizeMention(z.start, nxt.end, axes, bound=z.bound, group=z.group))
+                k += 2
+                continue
+        out.append(z)
+        k += 1
+    return out
 
 
 _LIST_GAP = re.compile(rf"{_U}?\s*(?:,\s*(?:and\s+|or\s+)?|and\s+|or\s+|&\s*)", _I)

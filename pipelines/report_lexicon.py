@@ -96,6 +96,11 @@ class LexiconFile(BaseModel):
     size_qualifiers: str
     bounds: dict[str, str]
     prior_before: str
+    size_change_before: str = "(?:grow\\w*|grew|increas\\w*|decreas\\w*)\\s+by\\s+"
+    size_change_after: str = "increase|decrease|growth"
+    long_axis: str = "long\\s+axis"
+    short_axis: str = "short\\s+axis"
+    volume_before: str = "volumes?"
     prior_after: str
     screening: str
     screening_negated: str
@@ -154,6 +159,16 @@ class Lexicon:
         self.bounds = [(k, re.compile(rf"(?:{_alt(v)})\s*$", _FLAGS)) for k, v in spec.bounds.items()]
         self.prior_before = re.compile(rf"(?<![\w-])(?:{_alt(spec.prior_before)})\s*[:(]?\s*(?:measur\w*\s+|at\s+|of\s+)?"
                                        rf"(?:approximately\s+|about\s+|~\s*)?$", _FLAGS)
+        self.size_change_before = re.compile(rf"(?<![\w-])(?:{_alt(spec.size_change_before)})$", _FLAGS)
+        self.size_change_after = re.compile(rf"^\s*(?:{_alt(spec.size_change_after)})(?![\w])", _FLAGS)
+        self.long_axis = re.compile(rf"(?<![\w-])(?:{_alt(spec.long_axis)})\s*(?:of|:|=|is|measur\w*)?\s*$", _FLAGS)
+        self.short_axis = re.compile(rf"^\s*[,;]?\s*(?:and\s+)?(?:a\s+|the\s+)?(?:{_alt(spec.short_axis)})"
+                                     rf"\s*(?:of|:|=|is|measur\w*)?\s*$", _FLAGS)
+        self.long_axis_gap = re.compile(rf"^\s*[,;]?\s*(?:and\s+)?(?:a\s+|the\s+)?(?:{_alt(spec.long_axis)})"
+                                        rf"\s*(?:of|:|=|is|measur\w*)?\s*$", _FLAGS)
+        self.short_axis_before = re.compile(rf"(?<![\w-])(?:{_alt(spec.short_axis)})\s*(?:of|:|=|is|measur\w*)?\s*$", _FLAGS)
+        self.volume_before = re.compile(rf"(?<![\w-])(?:{_alt(spec.volume_before)})\s*(?:of|:|=|is|measur\w*)?\s*"
+                                        rf"(?:approximately\s+|about\s+|~\s*)?$", _FLAGS)
         self.prior_after = re.compile(rf"^\s*(?:{_alt(spec.prior_after)})(?![\w])", _FLAGS)
         self.screening = _words(spec.screening)
         self.screening_negated = _words(spec.screening_negated)
