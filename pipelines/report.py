@@ -12,7 +12,10 @@ written, ``mean_diameter_mm`` the mean of the first two axes (Fleischner 2017 / 
 diameter), a range gives its upper end (``bound="range"``, ``size_range_mm``), a bound keeps its number
 (``bound`` "<", "≤", ">", "~"). A report that says there are no nodules gives one finding with
 ``negated=True`` and ``count=0``; "no new nodules" carries ``stability="new"`` and
-``negation_scope="new"`` (older nodules may exist), while a global negative has ``negation_scope="all"``.
+``negation_scope="new"`` (older nodules may exist), "no other / further nodules" has ``negation_scope="other"``
+(none beyond those described), while a global negative has ``negation_scope="all"``. A change in size ("grown by
+4 mm") is no size; "long axis 11 mm, short axis 8 mm" is one size of two axes; "likely an intrapulmonary lymph
+node" or "versus vessel" after a nodule hedges it (it may be no nodule at all).
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ _CHARACTERISATION = re.compile(
     r"suspicious\s+for|concerning\s+for|worrisome\s+for|c/w|like|than|thought\s+to\s+be|appearance\s+of|"
     r"features\s+of|consistent\s+with\s+(?:a\s+)?(?:benign|old|healed)|may\s+be|could\s+be|either)"
     r"\s+(?:[\w-]+\s+){0,3}(?:(?:or|versus|vs\.?|and/or)\s+(?:[\w-]+\s+){0,3})?$", re.I)
+_DOUBT = re.compile(r"\b(?:likely|probabl[ey]|presumabl[ey]|possibl[ey]|may|might|could|suspected|favou?r\w*|either|"
+                    r"versus|vs\.?|or)\b", re.I)
+_VERSUS_BEFORE = re.compile(r"(?<![\w-])(?:versus|vs\.?|or\s+(?:possibly|perhaps|maybe))\s+(?:(?:a|an|the)\s+)?(?:[\w-]+\s+)?$", re.I)
 # a differential diagnosis: "may represent atelectasis or a mass", "nodule, granuloma versus metastasis"
 _ALTERNATIVE_BEFORE = re.compile(r"(?<![\w-])(?:or|versus|vs\.?|and/or)\s+(?:(?:a|an|the)\s+)?$", re.I)
 _ALTERNATIVE_AFTER = re.compile(r"\s+(?:or|versus|vs\.?|and/or)\s", re.I)
@@ -68,10 +74,11 @@ _CLAUSE_BREAK = re.compile(r";|(?<![\w-])(?:but|however|although|though|whereas|
                            r"other\s+than|besides)(?![\w])", re.I)
 _INTERVAL = re.compile(
     r"(?<![\w.])(?P<a>\d{1,2})(?:\s*(?:-|to|or)\s*(?P<b>\d{1,2}))?[\s-]*(?P<u>months?|mos?\.?|years?|yrs?|weeks?|wks?)(?![\w])"
-    r"|(?<![\w-])(?P<w>one|two|three|six|twelve)[\s-]+(?P<wu>months?|years?)(?![\w])"
-    r"|(?<![\w-])(?P<ann>annual|yearly|one[- ]year|1[- ]year)(?![\w])", re.I)
+    r"|(?<![\w-])(?P<w>one|two|three|four|six|nine|twelve|eighteen|twenty[- ]four)[\s-]+(?P<wu>months?|years?)(?![\w])"
+    r"|(?<![\w-])(?P<ann>annual|annually|yearly|one[- ]year|1[- ]year|a\s+year|a\s+year's\s+time)(?![\w])", re.I)
 _WEAK_PRIOR = re.compile(r"previously\s+(?:described|seen|noted|reported|identified|demonstrated)\s+(?:[\w-]+\s+)?$", re.I)
-_WORD_NUM = {"one": 1, "two": 2, "three": 3, "six": 6, "twelve": 12}
+_WORD_NUM = {"one": 1, "two": 2, "three": 3, "four": 4, "six": 6, "nine": 9, "twelve": 12, "eighteen": 18,
+             "twenty four": 24, "twenty-four": 24}
 
 
 @dataclass
@@ -215,6 +222,32 @@ _TARGET_STEMS = ("nodul", "mass", "lesion", "granulom", "metasta", "opacit", "de
 _PRONOUN_STEMS = ("it ", "this", "which", "measur", "size", "they", "these", "the lesion", "the nodule", "the mass", "the latter")
 
 
+_LARGEST_START = re.compile(r"\s*(?:the\s+)?(?:largest|biggest|dominant|most\s+(?:conspicuous|prominent))(?![\w-])", re.I)
+
+
+def _largest_of_group(norm: str, sent: Sentence, lex: Lexicon, host: _Draft) -> bool:
+    """"Multiple new bilateral nodules. The largest is in the left lower lobe measuring 14 x 12 mm." is one group
+    finding with the largest's size and place (as "multiple nodules, the largest ... 14 mm" in one sentence)."""
+    s, e = sent.start, sent.end
+    refs = find_image_refs(norm, s, e)
+    sizes = [z for z in find_sizes(norm, s, e, lex) if not z.solid_component
+             and not any(r.start <= z.start < r.end for r in refs)]
+    current = [z for z in sizes if not z.prior]
+    if not current:
+        return False
+    host.sizes = [max(current, key=lambda z: max(z.axes_mm))]
+    host.priors = [z for z in sizes if z.prior][:1]
+    host.largest = True
+    host.locs = find_locations(norm, s, e) + host.locs
+    host.refs = refs + host.refs
+    masked = lex.composition_excluded.sub(lambda m: " " * len(m.group()), norm[s:e])
+    for name, rx in lex.composition:
+        if host.composition is None and rx.search(masked):
+            host.composition = name
+    host.extra_spans.append([s, e])
+    return True
+
+
 def _worth_reading(low: str, topic: str | None, has_prev: bool) -> bool:
     """Cheap test (substring search, no regex) that a sentence can hold a finding; most sentences cannot."""
     if any(stem in low for stem in _TARGET_STEMS):
@@ -232,7 +265,20 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
         if m.group("D") is None:  # "Nodules: none." is a negative statement about nodules
             d = _Draft(anchor=None, start=s, end=e, sent=sent, negated=True, count=0)
             return [d]
-    if not _worth_reading(norm[s:e].lower(), sent.topic, bool(prev)):
+    if prev and _LARGEST_START.match(norm, s, e):
+        host = next((d for d in reversed(prev) if not d.negated and d.count >= 2 and not d.sizes), None)
+        if host is not None and _largest_of_group(norm, sent, lex, host):
+            return []
+    low = norm[s:e].lower()
+    if prev and e - s <= 60 and not any(stem in low for stem in _TARGET_STEMS) and not re.search(r"\d\s*(?:mm|cm)", low):
+        m = lex.stability_re.match(norm, s, e)
+        if m is not None and not prev[-1].negated:
+            # "- Nodule 1: LUL, solid, 5 mm, series 2 image 58. New.": a stability word alone is the last finding's
+            name = lex.stability_names[int(m.lastgroup[1:])]
+            if prev[-1].stability is None and name != "resolved":
+                prev[-1].stability = name
+            return []
+    if not _worth_reading(low, sent.topic, bool(prev)):
         return []
     anchors = find_anchors(norm, s, e, lex)
     if mentions is not None:
@@ -257,8 +303,25 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
     sent_text = norm[s:e]
     breaks = [m.start() + s for m in _CLAUSE_BREAK.finditer(sent_text)]
 
-    # a distractor that only characterises ("likely an intrapulmonary lymph node") owns nothing
-    anchors = [a for a in anchors if a.target or not _CHARACTERISATION.search(norm[max(s, a.start - 60):a.start])]
+    # a distractor that only characterises ("likely an intrapulmonary lymph node") or offers another reading of a
+    # finding ("4 mm nodule versus vessel") owns nothing; said with doubt, it hedges that finding (ConText: the
+    # finding may not be a nodule at all)
+    kept, doubt_at = [], []
+    for a in anchors:
+        if a.target:
+            kept.append(a)
+            continue
+        pre = norm[max(s, a.start - 60):a.start]
+        if _CHARACTERISATION.search(pre):
+            cue = _CHARACTERISATION.search(pre)
+            if _DOUBT.search(cue.group()):
+                doubt_at.append(a.start)
+            continue
+        if kept and kept[-1].target and _VERSUS_BEFORE.search(norm, max(s, a.start - 30), a.start):
+            doubt_at.append(a.start)
+            continue
+        kept.append(a)
+    anchors = kept
     if not anchors and not sizes:
         return []
     lung_in_sentence = bool(lex.lung_words.search(norm, s, e))
@@ -356,6 +419,8 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
                 owner = own[0] if own else None
             else:
                 owner = _nearest_anchor(a0, a1, anchors, starts, ends, breaks, inside_ok=True)
+            if owner is not None and owner >= 0 and _coordinated_modifier(norm, a0, a1, anchors[owner], s):
+                continue  # "ground-glass and perifissural nodules": the word is some of them, not all
             if owner is None and -1 in drafts:
                 owner = -1
             if owner in drafts:
@@ -397,11 +462,13 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
             d.hedged = _hedged(norm, max(neg_at, a.start - 90), a.end, neg_at, clause_e, lex)
         else:
             d.hedged = _hedged(norm, a.start, a.end, clause_s, clause_e, lex)
-        if d.negated and re.search(r"\b(?:other|additional|further|more|remaining|residual)\b", norm[max(clause_s, a.start - 30):a.start], re.I):
-            d.kind = "drop"  # "no other nodules": closes a list, says nothing of its own
+        if d.negated and re.search(r"\b(?:remaining|residual)\b", norm[max(clause_s, a.start - 30):a.start], re.I):
+            d.kind = "drop"  # "resolved; no residual nodule": restates the resolution, says nothing of its own
+        elif d.negated and re.search(r"\b(?:other|additional|further|more)\b", norm[max(clause_s, a.start - 30):a.start], re.I):
+            d.neg_scope = "other"  # "no other nodules": none beyond those described (count 0, like "no new")
         if d.negated and re.search(r"\bnew\b", norm[max(clause_s, a.start - 80):a.start], re.I):
             d.stability = d.stability or "new"
-        if d.negated and d.stability == "new":
+        if d.negated and d.stability == "new" and d.neg_scope == "all":
             d.neg_scope = "new"
         before = size_masked[max(clause_s, a.start - 60) - s:a.start - s]
         np_before = re.split(r"[,;:().]|\b(?:and|or|with|in|of|is|are)\b", before)[-1]
@@ -443,6 +510,10 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
         if d.negated:
             d.count = 0
 
+    for pos in doubt_at:
+        before = [d for d in drafts.values() if d.anchor is not None and d.anchor.end <= pos and not d.negated]
+        if before:
+            max(before, key=lambda d: d.anchor.end).hedged = True
     for d in drafts.values():
         # "6 mm in mean diameter (8 x 4 mm)": the axes are the size, the stated mean is kept beside them
         means = [z for z in d.sizes if z.mean_statement]
@@ -472,6 +543,21 @@ _PLACE_AFTER_SIZE = re.compile(r"\s*,?\s*(?:(?:located|situated|seen|lying|each)
 _COMPARATIVE = re.compile(r"(?<![\w-])the\s+(?:larger|smaller|bigger)", re.I)
 _EXACT_COUNTS = {"two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "both",
                  "pair"}
+
+
+_COORD_AFTER = re.compile(r"\s*(?:,\s*(?:and\s+|or\s+)?|and\s+|or\s+|&\s*|/\s*)(?:[\w-]+\s+){0,2}$", re.I)
+_COORD_BEFORE = re.compile(r"(?<![\w-])[a-z][\w-]*\s*(?:,\s*(?:and\s+|or\s+)?|\s+and\s+|\s+or\s+|\s*&\s*|\s*/\s*)$", re.I)
+
+
+def _coordinated_modifier(norm: str, a0: int, a1: int, anchor: Anchor, s: int) -> bool:
+    """A composition word joined to another modifier of a plural noun ("stable ground-glass and perifissural nodules",
+    "perifissural and ground-glass nodules"): it describes some of the nodules, not each of them."""
+    if not anchor.plural or a1 > anchor.start or anchor.start - a1 > 40:
+        return False
+    if _COORD_AFTER.match(norm, a1, anchor.start) and re.search(r"[,&/]|\b(?:and|or)\b", norm[a1:anchor.start], re.I):
+        return True
+    head = _COORD_BEFORE.search(norm, max(s, a0 - 30), a0)
+    return head is not None and not re.match(r"(?:and|or|with|of|in|the|a|an|no|not)\b", head.group(), re.I)
 
 
 def _fold_enumerated(norm: str, drafts: list[_Draft]) -> list[_Draft]:
@@ -1015,8 +1101,8 @@ def _context(norm: str, sentences: list[Sentence], lex: Lexicon) -> ReportContex
         if st.section in ("history", "technique", "comparison", "exam"):
             continue
         t = norm[st.start:st.end]
-        if lex.recommendation.search(t):
-            rec_sents.append(st)
+        if st.section == "recommendation" or lex.recommendation.search(t):
+            rec_sents.append(st)  # a "Management:" / "Follow-up:" line is a recommendation whatever its words
     recommendation = " ".join(norm[st.start:st.end].strip() for st in rec_sents) or None
     interval, interval_range = None, None
     for st in rec_sents:
@@ -1031,7 +1117,7 @@ def _context(norm: str, sentences: list[Sentence], lex: Lexicon) -> ReportContex
                 interval_range = [a * f, b * f] if b else None
             elif im.group("w"):
                 f = 12 if im.group("wu").lower().startswith("y") else 1
-                interval = _WORD_NUM[im.group("w").lower()] * f
+                interval = _WORD_NUM[re.sub(r"\s+", " ", im.group("w").lower())] * f
             else:
                 interval = 12
             break

@@ -165,12 +165,17 @@ def find_sentences(norm: str, lex: Lexicon) -> list[Sentence]:
         if h_section is not None:
             section = h_section
             topic = None
+        elif h_topic == "lung" and section in _NON_FINDING_SECTIONS:
+            # "Comparison: LDCT 2025." then "Nodules:" / "LUNG NODULES (largest first):": a lung header after a
+            # history, technique, comparison or exam line starts the findings again
+            section = "findings"
         if h_topic is not None or h_section is not None:
             topic = h_topic
         pos = max(pos, h_end)
     return sentences
 
 
+_NON_FINDING_SECTIONS = ("history", "technique", "comparison", "exam")
 _TITLE_WORDS = re.compile(r"(?<![\w])(?:CT|LDCT|computed\s+tomography|exam|examination|thorax|chest|screening)(?![\w])", re.I)
 _SIZE_HINT = re.compile(r"\d\s*(?:mm|cm)\b|nodul|mass|lesion", re.I)
 
@@ -210,13 +215,16 @@ def _find_headers(norm: str, lex: Lexicon) -> list[tuple[int, int, str | None, s
             rest = norm[m.end():m.end() + 2]
             if at_line_start and (rest.strip() == "" or rest.startswith("\n")) and len(name) > 3:
                 line = norm[m.start():m.end()]
-                topic = "lung" if lex.lung_words.search(line) else None
+                topic = "lung" if lex.lung_words.search(line) or _NODULE_WORD.search(line) else None
             if topic is None:
                 continue
         if sec in ("findings",) and topic is None and lex.lung_headers.fullmatch(name):
             topic = "lung"
         out.append((m.start(), m.end(), sec, topic))
     return out
+
+
+_NODULE_WORD = re.compile(r"(?<![\w-])(?:micro)?nodul\w*", re.I)
 
 
 def _line_prefix_blank(norm: str, i: int) -> bool:
