@@ -516,3 +516,90 @@ def test_cli_bad_report_exits_2(tmp_path, capsys):
     assert main(["parse-report", str(rep), "--json", "-"]) == 2
     err = capsys.readouterr().err
     assert "ReportParseError" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------- blind batch 2026-11-22: the error classes it showed
+
+@pytest.mark.parametrize("text", [
+    "No other pulmonary nodules.", "No further pulmonary nodules are seen.", "There are no additional nodules.",
+    "Without evidence of suspicious pulmonary nodularity.",
+])
+def test_no_other_nodules_is_a_negated_finding_that_leaves_described_ones(text):
+    f = one(text)
+    assert f.negated and f.count == 0 and f.negation_scope != "new"
+    parsed = parse_report("A 6 mm nodule in the right upper lobe. " + text)
+    assert [(x.size_mm, x.negated) for x in parsed.findings] == [([6.0], False), ([], True)]
+    assert not parsed.report_negative  # "no other" never denies the nodule just described
+
+
+@pytest.mark.parametrize("text, size", [
+    ("The right upper lobe mass has grown by 4 mm and now measures 3.1 cm.", [31.0]),
+    ("The nodule has decreased in size by 2 mm, now 6 mm.", [6.0]),
+    ("The LLL nodule increased by 3 mm to 9 mm.", [9.0]),
+    ("A 7 mm nodule in the RUL, an interval increase of 2 mm.", [7.0]),
+])
+def test_a_change_in_size_is_not_a_size(text, size):
+    assert sizes(text) == [size]
+
+
+def test_long_and_short_axis_are_one_size_and_a_volume_is_none():
+    f = one("LUL nodule: long axis 11 mm, short axis 8 mm, volume 410 mm3.")
+    assert f.size_mm == [11.0, 8.0] and f.mean_diameter_mm == 9.5 and f.location.lobe == "LUL"
+    assert one("RUL nodule, short axis 5 mm, long axis 7 mm.").size_mm == [7.0, 5.0]
+    assert sizes("Nodule in the RLL, volume of 0.4 cm with a diameter of 9 mm.") == [[9.0]]
+
+
+@pytest.mark.parametrize("text, hedged", [
+    ("Tiny (2-3 mm) perifissural nodule along the right minor fissure, likely an intrapulmonary lymph node.", True),
+    ("A 4 mm nodule in the RLL, most likely a lymph node.", True),
+    ("A 5 mm perifissural nodule, consistent with an intrapulmonary lymph node.", False),
+    ("A 4 mm nodule in the left lower lobe, likely benign.", False),
+])
+def test_likely_another_structure_hedges_the_nodule(text, hedged):
+    f = one(text)
+    assert f.hedged is hedged and f.size_mm and not f.negated
+
+
+@pytest.mark.parametrize("text, size", [
+    ("A six millimetre nodule in the RML.", [6.0]), ("A twelve millimeter solid nodule in the LUL.", [12.0]),
+    ("Three centimetre mass in the right upper lobe.", [30.0]), ("A nodule of twenty-two millimetres in the RUL.", [22.0]),
+])
+def test_number_words_give_sizes(text, size):
+    f = one(text)
+    assert f.size_mm == size and f.count == 1
+
+
+def test_image_reference_after_versus_vessel_is_the_nodules():
+    f = one("Probable 4 mm nodule in the RML versus vessel (image 95).")
+    assert f.hedged and f.size_mm == [4.0] and f.image_ref.image == 95 and f.location.lobe == "RML"
+
+
+def test_the_largest_in_the_next_sentence_sizes_the_group():
+    f = one("Multiple new bilateral pulmonary nodules are present. The largest is in the left lower lobe measuring "
+            "14 x 12 mm.")
+    assert f.count >= 2 and f.size_mm == [14.0, 12.0] and f.location.lobe == "LLL" and f.stability == "new"
+    assert f.size_of == "largest"
+
+
+def test_structured_nodule_list_after_a_comparison_line():
+    parsed = parse_report("LDCT LUNG SCREENING\nComparison: LDCT 2025.\nNodules:\n"
+                          "- Nodule 1: LUL, solid, 5 mm, series 2 image 58. New.\n"
+                          "- Nodule 2: RLL, part-solid, 9 mm, series 2 image 190. Stable.\n"
+                          "Management: 6-month LDCT.")
+    got = [(f.size_mm, f.location.lobe, f.composition, f.image_ref.image, f.stability) for f in parsed.findings]
+    assert got == [([5.0], "LUL", "solid", 58, "new"), ([9.0], "RLL", "part-solid", 190, "stable")]
+    assert parsed.context.screening and parsed.context.interval_months == 6
+
+
+def test_composition_of_a_coordinated_group_is_not_lent_to_each_nodule():
+    parsed = parse_report("FINDINGS: A 6 mm ground-glass nodule in the RUL. A 4 mm perifissural nodule in the RML.\n"
+                          "IMPRESSION: Stable ground-glass and perifissural nodules.")
+    assert [(f.size_mm, f.composition, f.stability) for f in parsed.findings] == [
+        ([6.0], "ground-glass", "stable"), ([4.0], None, "stable")]
+
+
+@pytest.mark.parametrize("text, months", [
+    ("Next screening CT in one year.", 12), ("Repeat CT in three months.", 3), ("Recommend LDCT in a year.", 12),
+])
+def test_intervals_in_words(text, months):
+    assert parse_report("IMPRESSION: Lung-RADS 2. " + text).context.interval_months == months
