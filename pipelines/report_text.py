@@ -157,6 +157,15 @@ def find_sentences(norm: str, lex: Lexicon) -> list[Sentence]:
     last_header: str | None = None
     for h_start, h_end, h_section, h_topic in bounds:
         if h_start > pos:
+            if section in _NON_FINDING_SECTIONS:
+                # "Comparison: LDCT 2025." then "- Nodule 1: LUL, solid, 5 mm": a listed nodule starts the findings
+                li = _LISTED_NODULE.search(norm, pos, h_start)
+                if li is not None:
+                    got = _split(norm, pos, li.start(), section, topic, lex.max_sentence_chars)
+                    if got and last_header:
+                        got[0].header = last_header
+                    sentences.extend(got)
+                    pos, section, last_header = li.start(), "findings", None
             got = _split(norm, pos, h_start, section, topic, lex.max_sentence_chars)
             if got and last_header:
                 got[0].header = last_header
@@ -176,6 +185,9 @@ def find_sentences(norm: str, lex: Lexicon) -> list[Sentence]:
 
 
 _NON_FINDING_SECTIONS = ("history", "technique", "comparison", "exam")
+_LISTED_NODULE = re.compile(r"\n[ \t]*(?:[-*\u2022][ \t]*|\(?\d{1,2}[.)][ \t]*)?(?:nodule|lesion|mass)[ \t]*(?:#|no\.?)?[ \t]*\d{1,2}"
+                            r"[ \t]*[:.)-]", re.I)
+_BARE_HEADER = re.compile(r"(?m)^[ \t]*(?P<name>[A-Za-z][A-Za-z /&-]{1,40}?)[ \t]*$")
 _TITLE_WORDS = re.compile(r"(?<![\w])(?:CT|LDCT|computed\s+tomography|exam|examination|thorax|chest|screening)(?![\w])", re.I)
 _SIZE_HINT = re.compile(r"\d\s*(?:mm|cm)\b|nodul|mass|lesion", re.I)
 
@@ -221,9 +233,26 @@ def _find_headers(norm: str, lex: Lexicon) -> list[tuple[int, int, str | None, s
         if sec in ("findings",) and topic is None and lex.lung_headers.fullmatch(name):
             topic = "lung"
         out.append((m.start(), m.end(), sec, topic))
+    # a known header alone on its line, without a colon ("FINDINGS", "Impression", "LUNG NODULES")
+    taken = {h[0] for h in out}
+    for m in _BARE_HEADER.finditer(norm):
+        name = m.group("name").strip()
+        if m.start() in taken or len(name) < 3 or (m.start() > 0 and norm[m.start() - 1] != "\n"):
+            continue
+        sec = next((key for key, rx in lex.sections.items() if rx.fullmatch(name)), None)
+        topic = "lung" if lex.lung_headers.fullmatch(name) or (
+            lex.lung_words.fullmatch(name) or _LUNG_NODULES.fullmatch(name)) else (
+            "other" if lex.other_headers.fullmatch(name) else None)
+        if sec is None and topic is None:
+            continue
+        if sec == "findings" and topic is None and lex.lung_headers.fullmatch(name):
+            topic = "lung"
+        out.append((m.start(), m.end(), sec, topic))
+    out.sort(key=lambda h: h[0])
     return out
 
 
+_LUNG_NODULES = re.compile(r"(?:lung|pulmonary)\s+nodules?(?:\s+\w+)?|nodules?", re.I)
 _NODULE_WORD = re.compile(r"(?<![\w-])(?:micro)?nodul\w*", re.I)
 
 

@@ -603,3 +603,13 @@ def test_composition_of_a_coordinated_group_is_not_lent_to_each_nodule():
 ])
 def test_intervals_in_words(text, months):
     assert parse_report("IMPRESSION: Lung-RADS 2. " + text).context.interval_months == months
+
+
+def test_headers_alone_on_their_line_and_a_nodule_list_right_after_comparison():
+    parsed = parse_report("EXAM: LDCT chest\nCOMPARISON: LDCT 2025-10-01.\n"
+                          "- Nodule 1: LUL, solid, 5 mm, series 2 image 58. New.\n"
+                          "IMPRESSION\nLung-RADS 3.\nRECOMMENDATION\n6-month LDCT.")
+    assert [(f.size_mm, f.location.lobe, f.stability) for f in parsed.findings] == [([5.0], "LUL", "new")]
+    assert parsed.context.stated_category == "3" and parsed.context.interval_months == 6
+    # history and comparison lines still say nothing of this exam's findings
+    assert parse_report("COMPARISON: CT 2024 showed a 6 mm nodule in the RUL.\nFINDINGS: No nodules.").report_negative
