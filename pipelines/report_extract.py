@@ -151,7 +151,8 @@ def _join_axes(norm: str, sizes: list[SizeMention], lex: Lexicon) -> list[SizeMe
             pre = norm[max(0, z.start - 40):z.start]
             gap = norm[z.end:nxt.start]
             if (lex.long_axis.search(pre) and lex.short_axis.match(gap)) or (
-                    lex.short_axis_before.search(pre) and lex.long_axis_gap.match(gap)):
+                    lex.short_axis_before.search(pre) and lex.long_axis_gap.match(gap)) or (
+                    lex.long_axis_after.match(gap) and lex.short_axis_after.match(norm, nxt.end, nxt.end + 40)):
                 axes = sorted(z.axes_mm + nxt.axes_mm, reverse=True)
                 out.append(SizeMention(z.start, nxt.end, axes, bound=z.bound, group=z.group))
                 k += 2

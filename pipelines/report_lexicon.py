@@ -160,12 +160,15 @@ class Lexicon:
         self.prior_before = re.compile(rf"(?<![\w-])(?:{_alt(spec.prior_before)})\s*[:(]?\s*(?:measur\w*\s+|at\s+|of\s+)?"
                                        rf"(?:approximately\s+|about\s+|~\s*)?$", _FLAGS)
         self.size_change_before = re.compile(rf"(?<![\w-])(?:{_alt(spec.size_change_before)})$", _FLAGS)
-        self.size_change_after = re.compile(rf"^\s*(?:{_alt(spec.size_change_after)})(?![\w])", _FLAGS)
+        self.size_change_after = re.compile(rf"\s*(?:{_alt(spec.size_change_after)})(?![\w])", _FLAGS)
         self.long_axis = re.compile(rf"(?<![\w-])(?:{_alt(spec.long_axis)})\s*(?:of|:|=|is|measur\w*)?\s*$", _FLAGS)
         self.short_axis = re.compile(rf"^\s*[,;]?\s*(?:and\s+)?(?:a\s+|the\s+)?(?:{_alt(spec.short_axis)})"
                                      rf"\s*(?:of|:|=|is|measur\w*)?\s*$", _FLAGS)
         self.long_axis_gap = re.compile(rf"^\s*[,;]?\s*(?:and\s+)?(?:a\s+|the\s+)?(?:{_alt(spec.long_axis)})"
                                         rf"\s*(?:of|:|=|is|measur\w*)?\s*$", _FLAGS)
+        # labels after the numbers: "11 mm (long axis) and 8 mm (short axis)"
+        self.long_axis_after = re.compile(rf"\s*\(?\s*(?:{_alt(spec.long_axis)})\s*\)?\s*(?:,|;|and|&)?\s*(?:,|;|and|&)?\s*$", _FLAGS)
+        self.short_axis_after = re.compile(rf"\s*\(?\s*(?:{_alt(spec.short_axis)})(?![\w])", _FLAGS)
         self.short_axis_before = re.compile(rf"(?<![\w-])(?:{_alt(spec.short_axis)})\s*(?:of|:|=|is|measur\w*)?\s*$", _FLAGS)
         self.volume_before = re.compile(rf"(?<![\w-])(?:{_alt(spec.volume_before)})\s*(?:of|:|=|is|measur\w*)?\s*"
                                         rf"(?:approximately\s+|about\s+|~\s*)?$", _FLAGS)

@@ -537,6 +537,8 @@ def test_no_other_nodules_is_a_negated_finding_that_leaves_described_ones(text):
     ("The nodule has decreased in size by 2 mm, now 6 mm.", [6.0]),
     ("The LLL nodule increased by 3 mm to 9 mm.", [9.0]),
     ("A 7 mm nodule in the RUL, an interval increase of 2 mm.", [7.0]),
+    ("The RUL nodule has grown 3 mm since 2024 and now measures 12 mm.", [12.0]),
+    ("The RUL nodule now measures 9 mm, 2 mm larger than before.", [9.0]),
 ])
 def test_a_change_in_size_is_not_a_size(text, size):
     assert sizes(text) == [size]
@@ -546,6 +548,7 @@ def test_long_and_short_axis_are_one_size_and_a_volume_is_none():
     f = one("LUL nodule: long axis 11 mm, short axis 8 mm, volume 410 mm3.")
     assert f.size_mm == [11.0, 8.0] and f.mean_diameter_mm == 9.5 and f.location.lobe == "LUL"
     assert one("RUL nodule, short axis 5 mm, long axis 7 mm.").size_mm == [7.0, 5.0]
+    assert one("RLL nodule measuring 11 mm (long axis) and 8 mm (short axis).").size_mm == [11.0, 8.0]
     assert sizes("Nodule in the RLL, volume of 0.4 cm with a diameter of 9 mm.") == [[9.0]]
 
 
