@@ -303,8 +303,9 @@ def compare(
         positive = informative
     restated = [r for r in positive if _restates(r, positive)]
     positive = [r for r in positive if r not in restated]
-    # "no pulmonary nodules" (negation scope all); "no new nodules" (scope new) says nothing about older ones
-    negative_report = not positive and any(r.negated and getattr(r, "negation_scope", "all") != "new"
+    # "no pulmonary nodules" (negation scope all); "no new nodules" (scope new) says nothing about older ones,
+    # and "no other nodules" (scope other) implies nodules described elsewhere: neither is a negative report
+    negative_report = not positive and any(r.negated and getattr(r, "negation_scope", "all") == "all"
                                            for r in report_all)
     notes: list[str] = [f"report finding {r.id} read as a restatement of a sized finding in the same place"
                         for r in restated]

@@ -121,6 +121,16 @@ def test_negative_report_with_a_large_ai_nodule_is_major():
     assert cmp.priority > 80
 
 
+def test_no_other_nodules_is_not_read_as_a_negative_report():
+    # "No other pulmonary nodules." implies nodules described elsewhere; with none parsed, the AI's nodule is
+    # a finding the report did not describe, not a contradiction of "no nodules"
+    other = rep(sizes=(), neg=True, lobe=None, side=None, text="No other pulmonary nodules.")
+    other = other.model_copy(update={"negation_scope": "other"})
+    cmp = compare([ai(d=22.0, lobe="LUL", side="left", inst=87)], [other], INCIDENTAL)
+    assert "report_negative_ai_positive" not in [t for t, _ in types(cmp)]
+    assert types(cmp)[0] == ("missed_finding", "major")
+
+
 def test_negative_report_with_a_tiny_ai_nodule_is_not_major():
     cmp = compare([ai(d=3.5)], [rep(sizes=(), neg=True, lobe=None, side=None)], INCIDENTAL)
     assert types(cmp) == [("missed_finding", "minor")]
