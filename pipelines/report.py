@@ -498,8 +498,22 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
                 getattr(drafts[j_prev], "_characterisation", False) and \
                 _ALTERNATIVE_GAP.fullmatch(norm, prev_target.end, a.start) is not None:
             apposition = True  # the second term of a differential ("granuloma versus metastasis")
+        if _CHARACTERISATION.search(pre) and d.sizes and d.largest and a.plural and j_prev in drafts:
+            host = drafts[j_prev]
+            if prev_target.plural and not host.sizes and not host.negated and not d.negated:
+                # "Multiple nodules, consistent with metastases, the largest 14 mm in the RUL": the largest of the
+                # nodules, which the second noun only names
+                host.sizes, host.priors, host.largest = d.sizes, d.priors or host.priors, True
+                host.locs = [l for l in host.locs if not (l.side == "bilateral")] + d.locs if d.locs else host.locs
+                host.refs = host.refs + d.refs
+                host.stability = host.stability or d.stability
+                setattr(host, "_aliases", getattr(host, "_aliases", set()) | {d.kind})
+                d.sizes, d.priors, d.locs, d.refs = [], [], [], []
         if (_CHARACTERISATION.search(pre) or apposition) and not d.sizes:
             d.summary = True
+            if j_prev in drafts and d.kind != drafts[j_prev].kind:
+                # "nodules ..., consistent with metastases": the impression may call them either
+                setattr(drafts[j_prev], "_aliases", getattr(drafts[j_prev], "_aliases", set()) | {d.kind})
             setattr(d, "_characterisation", True)
             if lex.hedge.search(pre) or re.search(r"\b(?:may|might|could)\b", pre, re.I) or alternative:
                 setattr(d, "_hedged_characterisation", True)
@@ -698,7 +712,7 @@ def _ref_owner(ref: ImageRefMention, sizes: list[SizeMention], anchors: list[Anc
     return _nearest_anchor(ref.start, ref.end, anchors, starts, ends, breaks)
 
 
-_COMP_RANK = {"solid": 0, "ground-glass": 1, "part-solid": 2, "calcified": 3}
+_COMP_RANK = {"solid": 0, "subsolid": 1, "ground-glass": 2, "part-solid": 3, "calcified": 4}
 
 
 def _merge_composition(old: str | None, new: str) -> str:
@@ -811,6 +825,19 @@ def _merge_in_sentence(drafts: list[_Draft], prev: list[_Draft]) -> list[_Draft]
                 if d.kind == "nodule":  # "no mass or nodule" denies nodules first of all
                     same[0].kind = "nodule"
                 continue
+        if d.hedged and not d.negated and not d.sizes and d.count == 1 and d.anchor is not None and not d.anchor.plural:
+            # "Opacity in the LLL may represent atelectasis; a small nodule cannot be excluded": the doubt is
+            # about what that one opacity is, not a second finding
+            same = [m for m in merged if m.hedged and not m.negated and m.count == 1 and m.anchor is not None
+                    and not m.anchor.plural and _loc_compatible(m, d)
+                    and (_side_of(m) is None or _side_of(d) is None or _side_of(m) == _side_of(d))]
+            if same:
+                host = same[-1]
+                if not _lobe_of(host) and not _side_of(host):
+                    host.locs.extend(d.locs)
+                host.size_qualifier = host.size_qualifier or d.size_qualifier
+                host.extra_spans.append([d.start, d.end])
+                continue
         merged.append(d)
     return merged
 
@@ -867,7 +894,11 @@ def _split_multi(drafts: list[_Draft]) -> list[_Draft]:
                         count=1, size_qualifier=d.size_qualifier, neg_scope=d.neg_scope)
             nd.locs = shared + paired[i]
             nxt = sizes[i + 1].start if i + 1 < len(sizes) else 10 ** 12
-            nd.refs = [r for r in d.refs if z.start <= r.start < nxt] or ([] if len(sizes) > 1 else d.refs)
+            refs = sorted(d.refs, key=lambda r: r.start)
+            if len(refs) == len(sizes) > 1 and refs[0].start > sizes[-1].end:
+                nd.refs = [refs[i]]  # "4 and 11 mm, images 201 and 215 (respectively)": in order
+            else:
+                nd.refs = [r for r in d.refs if z.start <= r.start < nxt] or ([] if len(sizes) > 1 else d.refs)
             if paired_priors:
                 nd.priors = [paired_priors[i]]
             else:
@@ -938,7 +969,7 @@ def _restated_group(result: list[_Draft], d: _Draft) -> list[int]:
     if d.negated or d.sizes or d.count < 2 or d.anchor is None or not d.anchor.plural:
         return []
     lobe, side = _lobe_of(d), _side_of(d)
-    cands = [i for i, p in enumerate(result) if not p.negated and p.kind == d.kind and p.sent.section != "impression"
+    cands = [i for i, p in enumerate(result) if not p.negated and _same_kind(p, d) and p.sent.section != "impression"
              and (lobe is None or _lobe_of(p) == lobe) and (side in (None, "bilateral") or _side_of(p) == side)]
     exact = d.count_qualifier is None or d.count_qualifier in _EXACT_COUNTS
     if len(cands) >= 2 and (len(cands) == d.count or not exact):
@@ -950,8 +981,15 @@ def _dup_score(p: _Draft, d: _Draft) -> int:
     if p.negated != d.negated:
         return 0
     if p.negated:
-        if p.neg_scope == d.neg_scope and _lobe_of(p) == _lobe_of(d) and not p.sizes and not d.sizes:
+        if p.neg_scope != d.neg_scope or _lobe_of(p) != _lobe_of(d):
+            return 0
+        if not p.sizes and not d.sizes:
             return 2
+        # "the previously noted 5 mm LUL nodule has resolved" / "Resolution of the LUL nodule": one nodule, in one
+        # lobe, its size (then) not contradicted; a bound ("no nodules > 6 mm") is no nodule of its own
+        if _lobe_of(p) and not any(z.bound for z in p.sizes + d.sizes) and (
+                not p.sizes or not d.sizes or _sizes_equal(p, d)):
+            return 3
         return 0
     sc = 0
     if p.sizes and d.sizes:
@@ -972,14 +1010,22 @@ def _dup_score(p: _Draft, d: _Draft) -> int:
         return 0
     if sc == 0 and d.summary and not d.sizes and not ld:
         sc = 1
-    if sc == 0 and not d.sizes and not ld and not p.sizes and not lp and p.kind == d.kind:
+    if sc == 0 and not d.sizes and not ld and not p.sizes and not lp and _same_kind(p, d):
         sc = 1
     if p.sizes and not d.sizes and not ld and not d.summary:
         # a bare impression line ("Calcified granuloma, benign.") restates a finding of the same kind
-        if d.sent.section == "impression" and p.kind == d.kind and sc == 0:
+        if d.sent.section == "impression" and _same_kind(p, d) and sc == 0:
             return 2 if d.composition and d.composition == p.composition else (1 if not d.composition else 0)
         return sc if sc and not ld else 0
     return sc
+
+
+def _same_kind(p: _Draft, d: _Draft) -> bool:
+    """Same kind, or a name the finding was also given ("nodules, consistent with metastases"), or two groups of
+    nodules and metastases ("Multiple nodules ..." / "Decreasing pulmonary metastases")."""
+    if p.kind == d.kind or d.kind in getattr(p, "_aliases", ()):
+        return True
+    return p.count >= 2 and d.count >= 2 and {p.kind, d.kind} <= {"nodule", "metastasis"}
 
 
 def _side_of(d: _Draft) -> str | None:
@@ -1011,6 +1057,10 @@ def _to_finding(n: int, d: _Draft, text: str) -> ReportFinding:
     axes = list(size.axes_mm) if size else []
     mean = round(_mean(axes), 1) if axes else None
     prior = list(d.priors[0].axes_mm) if d.priors else None
+    if d.negated and size is not None and not size.bound and prior is None:
+        # "the previously noted 5 mm nodule has resolved": 5 mm was its size then; it has none now
+        # ("no nodules > 6 mm" keeps its bound as the size)
+        prior, axes, mean, size = axes, [], None, None
     side, lobe, segment, lobes, level = None, None, None, [], None
     for loc in sorted(d.locs, key=lambda l: (l.far, 0 if l.lobe else (1 if l.side and l.side != "bilateral" else 2))):
         if loc.lobe and not lobe:

@@ -53,7 +53,7 @@ _SOLID_AFTER = re.compile(r"^\s*(?:solid|soft[- ]tissue)\s+(?:component|portion|
 _SOLID_BEFORE = re.compile(r"(?:solid|soft[- ]tissue)\s+(?:component|portion|part)\s*(?:of|measuring|measures|which\s+measures|is|:)?"
                            r"\s*(?:approximately\s+|about\s+|up\s+to\s+)?$", _I)
 _MEAN_AFTER = re.compile(r"^\s*(?:in\s+)?(?:mean|average)(?:\s+(?:diameter|size))?", _I)
-_MEAN_BEFORE = re.compile(r"(?:mean|average)\s+(?:diameter|size)\s*(?:of|is|:)?\s*$", _I)
+_MEAN_BEFORE = re.compile(r"(?:(?:mean|average)\s+(?:diameter|size)|\(\s*(?:mean|average|avg\.?))\s*(?:of|is|:|=)?\s*$", _I)
 _RANGE_NOT_PRIOR = re.compile(r"(?:rang\w*\s+(?:in\s+size\s+)?from|between|measuring\s+from)\s*$", _I)
 
 
@@ -88,6 +88,13 @@ def find_sizes(norm: str, s: int, e: int, lex: Lexicon) -> list[SizeMention]:
         nums = [(_num_value(n), n.start() + m.start(), n.end() + m.start()) for n in _NUM_RE.finditer(text)]
         if not nums:
             continue
+        if len(units) > 1:  # "4 mm and 1.1 cm": each number in its own unit, a bare one in the next written
+            own = []
+            for v, a, b in nums:
+                um = _UNIT_RE.search(norm, b, m.end())
+                own.append((_to_mm(v, um.group()) if um else v, a, b))
+            nums = own
+            unit = "mm"
         before = norm[max(s, m.start() - 60):m.start()]
         if lex.volume_before.search(before):
             continue  # "volume 410 mm3" / "volume of 0.4 cm": not a diameter
@@ -105,7 +112,8 @@ def find_sizes(norm: str, s: int, e: int, lex: Lexicon) -> list[SizeMention]:
             if change:  # "increased by 3 mm to 9 mm": the change, then the size
                 out.append(SizeMention(nums[-1][1], m.end(), [hi], group=group))
                 continue
-            conj = re.search(r"\band\b", text, _I) is not None
+            # "4 and 6 mm": two sizes; "between 3 and 4 mm": one, a range
+            conj = re.search(r"\band\b", text, _I) is not None and not re.search(r"between\s*$", before, _I)
             if conj or (lex.prior_before.search(before) and not _RANGE_NOT_PRIOR.search(before)):
                 # "from 5 to 7 mm": a prior and a current size; "4 and 6 mm": two sizes
                 first = SizeMention(nums[0][1], nums[0][2], [lo], bound=bound, prior=not conj, group=group)
@@ -366,5 +374,13 @@ def find_image_refs(norm: str, s: int, e: int) -> list[ImageRefMention]:
             series = int(m.group("s")) if "s" in kind else None
             image = int(m.group("i"))
             out.append(ImageRefMention(m.start(), m.end(), series, image))
+            # "series 3 images 201 and 215 (respectively)": one reference per listed image, in the same series
+            end = m.end()
+            while (nx := _MORE_IMAGES.match(norm, end, e)) is not None:
+                out.append(ImageRefMention(nx.start("i"), nx.end(), series, int(nx.group("i"))))
+                end = nx.end()
     out.sort(key=lambda r: r.start)
     return out
+
+
+_MORE_IMAGES = re.compile(r"\s*(?:,\s*(?:and\s+)?|and\s+|&\s*)(?P<i>\d{1,5})(?![\w]|[.,/:-]\d|\s*(?:mm|cm|x\b|millim|centim))", _I)

@@ -86,10 +86,42 @@ _TABLE = {**_CONTROL, **_TRANSLATE}
 
 def normalise(text: str) -> str:
     """Same-length working copy: unicode spaces, dashes, multiplication signs and line breaks made plain."""
-    out = text.translate(_TABLE)
+    out = unfold_templates(text.translate(_TABLE))
     if len(out) != len(text):  # cannot happen with a 1:1 table; guard the span contract anyway
         raise ReportParseError("internal: normalisation changed the text length")
     return out
+
+
+# Structured templates with one field per line under a numbered head ("Nodule 1:" / "Location: left upper lobe" /
+# "Size: 6 mm" / "Type: solid" / "Series/Image: 3/44" / "Change: stable"): every field is that nodule's.
+_TEMPLATE_HEAD = re.compile(r"^[ \t]*(?:[-*][ \t]*)?(?:nodules?|lesions?|findings?|masse?s?)[ \t]*(?:#|no\.?|number)?[ \t]*"
+                            r"\d{1,2}[ \t]*[:.)-]?[ \t]*$", re.I | re.M)
+_TEMPLATE_FIELD = re.compile(
+    r"[ \t]*(?:[-*][ \t]*)?(?P<label>(?P<img>series[ \t]*/[ \t]*image|se[ \t]*/[ \t]*im|image(?:[ \t]+(?:number|no\.?))?|"
+    r"slice)|(?P<ser>series)|location|lobe|site|size|diameter|dimensions?|measurements?|type|composition|attenuation|"
+    r"density|character|consistency|change|interval[ \t]+change|stability|status|trend|margins?|morphology|shape|"
+    r"comments?|description)[ \t]*:[ \t]*(?=\S)[^\n]*", re.I)
+
+
+def unfold_templates(norm: str) -> str:
+    """Join a template block into one line, same length: the head, then its fields as a comma-separated list, the
+    field names blanked ("Series/Image:" becomes "image", "Series:" "series")."""
+    if ":" not in norm or not _TEMPLATE_HEAD.search(norm):
+        return norm
+    chars = list(norm)
+    for head in _TEMPLATE_HEAD.finditer(norm):
+        pos, n = head.end(), 0
+        while pos < len(norm) and norm[pos] == "\n":
+            f = _TEMPLATE_FIELD.match(norm, pos + 1)
+            if f is None or norm.find("\n", pos + 1) not in (-1, f.end()) and f.end() != len(norm):
+                break
+            chars[pos] = " " if n == 0 else ","
+            a, b = f.start("label"), f.end("label")
+            word = "image" if f.group("img") else ("series" if f.group("ser") else "")
+            colon = norm.index(":", b)
+            chars[a:colon + 1] = list(word.ljust(colon + 1 - a))
+            pos, n = f.end(), n + 1
+    return "".join(chars)
 
 
 @dataclass
