@@ -65,6 +65,10 @@ class InferenceSpec(_Spec):
     lung_margin_mm: float  # the lung mask's bounding box is grown by this much
     fine_margin_mm: float  # margin around a coarse candidate for its fine crop
     min_volume_mm3: float  # smaller components are dropped
+    # how the fine pass's probability is combined with the coarse pass's, resampled onto the same box:
+    # "fine" (fine alone), "mean" (the two scales averaged: the coarse pass sees more context, which
+    # keeps a large heterogeneous lesion whole), "max"
+    fine_fusion: Literal["fine", "mean", "max"] = "fine"
     min_compactness: float = 0.0  # sphere-equivalent diameter / largest extent (vessels are long, nodules not)
     max_elongation: float = 1e9  # sqrt of the ratio of the two largest principal variances of the mask
     min_lung_fraction: float = 0.5  # at least this fraction of a candidate lies in the lung mask grown by …

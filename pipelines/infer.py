@@ -8,10 +8,14 @@ Coarse then fine, only inside the lungs:
 2. each connected region of the coarse probability ≥ ``candidate_threshold`` gives a box (grown by
    ``fine_margin_mm``) that is resampled to ``fine_spacing_mm`` and predicted again; the fine probability
    is resampled back onto the volume's own grid inside that box;
+   (``fine_fusion``: alone, or combined voxel by voxel with the coarse probability of the same box, whose
+   wider context keeps a large heterogeneous lesion whole);
 3. candidates are the connected components of fine probability ≥ ``threshold`` whose maximum
    probability (the candidate's ``confidence``) reaches ``min_confidence``, whose volume reaches
    ``min_volume_mm3``, which are compact (``min_compactness``, ``max_elongation``: vessels are not) and of which at least ``min_lung_fraction`` lies within ``lung_fraction_margin_mm``
-   of the lung mask (so the mediastinum, hila and chest wall inside the lung box give no candidates).
+   of the lung mask (so the mediastinum, hila and chest wall inside the lung box give no candidates);
+4. when the model card has a ``fp_reduction`` block, each candidate is scored by it (``pipelines.fpr``) and
+   that score becomes its ``confidence``; candidates below the block's ``min_score`` are dropped.
 
 A candidate's ``mask`` is a *crop*: a bool array [k, j, i] whose voxel (0, 0, 0) is voxel ``offset``
 (k, j, i) of the volume; ``full_mask(shape)`` gives it on the whole grid.
@@ -178,10 +182,15 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
         up = resample(prob_c, tuple(b[1] - b[0] for b in lung_box)).cpu().numpy()
         _crop(full_prob, lung_box)[...] = up.astype(np.float16)
     cands: list[Candidate] = []
+    coarse_up = None
+    if boxes and inf.fine_fusion != "fine":
+        coarse_up = resample(prob_c, tuple(b[1] - b[0] for b in lung_box)).cpu().numpy()
     for box in boxes:
         fine = prepare_crop(arr, sp, box, hu, inf.fine_spacing_mm, divisor=div, device=dev)
         pf = _predict(be, fine.image, spec, dev)
         pn = resample(pf, tuple(b[1] - b[0] for b in box))[0, 0].float().cpu().numpy()
+        if coarse_up is not None:
+            pn = _fuse(pn, coarse_up, box, lung_box, inf.fine_fusion)
         if full_prob is not None:
             _crop(full_prob, box)[...] = np.maximum(_crop(full_prob, box), pn.astype(np.float16))
         cands.extend(c for c in _components(pn, box, inf.threshold, inf.min_confidence, inf.min_volume_mm3, vox_mm3)
@@ -220,6 +229,18 @@ def _reduce_false_positives(cands: list[Candidate], fpr: FPReducer, hu: np.ndarr
             out.append(c)
     log.debug("false-positive reduction kept %d of %d candidates", len(out), len(cands))
     return out
+
+
+def _fuse(fine: np.ndarray, coarse_up: np.ndarray, box: Box, lung_box: Box, how: str) -> np.ndarray:
+    """The fine probability on ``box`` combined with the coarse one (given on ``lung_box``'s grid; 0 outside)."""
+    c = np.zeros_like(fine)
+    lo = [max(box[a][0], lung_box[a][0]) for a in range(3)]
+    hi = [min(box[a][1], lung_box[a][1]) for a in range(3)]
+    if all(h > l for l, h in zip(lo, hi)):
+        dst = tuple(slice(lo[a] - box[a][0], hi[a] - box[a][0]) for a in range(3))
+        src = tuple(slice(lo[a] - lung_box[a][0], hi[a] - lung_box[a][0]) for a in range(3))
+        c[dst] = coarse_up[src]
+    return np.maximum(fine, c) if how == "max" else 0.5 * (fine + c)
 
 
 def _info(spec: ModelSpec, be: Backend) -> ModelInfo:

@@ -90,3 +90,22 @@ def test_features_tell_a_round_nodule_from_a_vessel_segment():
     assert fb["lung_depth_mm"] > 10  # ... deep in the lung
     row = feature_matrix([fb, fv])
     assert row.shape == (2, len(FEATURES))
+
+
+def test_fine_and_coarse_probabilities_fuse_inside_the_lung_box_only():
+    from pipelines.infer import _fuse
+
+    fine = np.full((4, 4, 4), 0.2, dtype=np.float32)
+    coarse_up = np.full((10, 10, 10), 0.9, dtype=np.float32)  # on the lung box (0..10)^3
+    box = ((8, 12), (0, 4), (0, 4))  # half inside the lung box along k
+    mx = _fuse(fine, coarse_up, box, ((0, 10),) * 3, "max")
+    assert np.all(mx[:2] == np.float32(0.9)) and np.all(mx[2:] == np.float32(0.2))
+    mean = _fuse(fine, coarse_up, box, ((0, 10),) * 3, "mean")
+    assert np.allclose(mean[:2], 0.55) and np.allclose(mean[2:], 0.1)
+
+
+def test_the_default_card_carries_its_false_positive_reduction():
+    spec = load_spec(None)
+    assert spec.fp_reduction is not None
+    assert spec.fp_reduction.fitted_on["studies"] >= 20
+    assert 0.0 < spec.fp_reduction.min_score < 1.0
