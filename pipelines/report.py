@@ -217,8 +217,9 @@ def _parse(text: str, lex: Lexicon) -> ParsedReport:
     return ParsedReport(findings=findings, context=context, text=text, warnings=warnings)
 
 
+_LUNG_PREFIX = re.compile(r"^(?:(?:pulmonary|lung|parenchymal|intrapulmonary)\s+)+", re.I)
 _NONE = re.compile(r"\s*(?:none|absent|negative|nil|not\s+seen|not\s+present|no)\s*\.?\s*", re.I)
-_TARGET_STEMS = ("nodul", "mass", "lesion", "granulom", "metasta", "opacit", "densit", "ggo", "ggn", "spn")
+_TARGET_STEMS = ("nodul", "nodle", "psn", "mass", "lesion", "granulom", "metasta", "opacit", "densit", "ggo", "ggn", "spn")
 _PRONOUN_STEMS = ("it ", "this", "which", "measur", "size", "they", "these", "the lesion", "the nodule", "the mass", "the latter")
 
 
@@ -248,6 +249,14 @@ def _largest_of_group(norm: str, sent: Sentence, lex: Lexicon, host: _Draft) -> 
     return True
 
 
+def _modifies_distractor(norm: str, p: int, e: int, anchors: list, lex: Lexicon) -> bool:
+    """A stability word that starts the noun phrase of a distractor ("an enlarged 16 mm lymph node")."""
+    stop = min([a.start for a in anchors if a.target and a.start >= p] + [e, p + 50])
+    m = re.match(r"[^,;.()]*", norm[p:stop])
+    return m is not None and lex.distractors.search(m.group()) is not None and not re.search(
+        r"\b(?:and|with|of|from|since|in|at)\b", m.group(), re.I)
+
+
 def _worth_reading(low: str, topic: str | None, has_prev: bool) -> bool:
     """Cheap test (substring search, no regex) that a sentence can hold a finding; most sentences cannot."""
     if any(stem in low for stem in _TARGET_STEMS):
@@ -260,8 +269,9 @@ def _worth_reading(low: str, topic: str | None, has_prev: bool) -> bool:
 def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft],
                      mentions: list[int] | None = None) -> list[_Draft]:
     s, e = sent.start, sent.end
-    if sent.header and _NONE.fullmatch(norm[s:e]) and lex.anchor_re.fullmatch(sent.header.strip()):
-        m = lex.anchor_re.fullmatch(sent.header.strip())
+    header = _LUNG_PREFIX.sub("", sent.header.strip()) if sent.header else None
+    if header and _NONE.fullmatch(norm[s:e]) and lex.anchor_re.fullmatch(header):
+        m = lex.anchor_re.fullmatch(header)
         if m.group("D") is None:  # "Nodules: none." is a negative statement about nodules
             d = _Draft(anchor=None, start=s, end=e, sent=sent, negated=True, count=0)
             return [d]
@@ -432,6 +442,8 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
         comp = _COMPARATIVE.search(norm, max(s, m.start() - 12), m.end())
         if comp is not None and comp.end() == m.end():
             continue  # "the larger of the two": one nodule against another, not against the past
+        if _modifies_distractor(norm, m.end(), e, anchors, lex):
+            continue  # "next to an enlarged 16 mm subcarinal lymph node": the node's, not the nodule's
         if True:
             owner = _nearest_anchor(m.start(), m.end(), anchors, starts, ends, breaks, inside_ok=True)
             if owner is None and -1 in drafts:
@@ -462,7 +474,9 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
             d.hedged = _hedged(norm, max(neg_at, a.start - 90), a.end, neg_at, clause_e, lex)
         else:
             d.hedged = _hedged(norm, a.start, a.end, clause_s, clause_e, lex)
-        if d.negated and re.search(r"\b(?:remaining|residual)\b", norm[max(clause_s, a.start - 30):a.start], re.I):
+        if d.negated and re.search(r"\b(?:remaining|residual)\b", norm[max(clause_s, a.start - 30):a.start], re.I) \
+                and (any(p.negated or p.stability == "resolved" for p in prev)
+                     or re.search(r"resol|disappear|no\s+longer", norm[s:a.start], re.I)):
             d.kind = "drop"  # "resolved; no residual nodule": restates the resolution, says nothing of its own
         elif d.negated and re.search(r"\b(?:other|additional|further|more)\b", norm[max(clause_s, a.start - 30):a.start], re.I):
             d.neg_scope = "other"  # "no other nodules": none beyond those described (count 0, like "no new")

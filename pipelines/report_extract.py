@@ -245,10 +245,10 @@ def _plural(word: str) -> bool:
 
 _LOBE_FULL = re.compile(
     r"(?<![\w-])(?P<side>right|left|rt\.?|lt\.?)\s+(?P<lvl>upper|middle|lower|mid)(?:\s+(?:and|&|/)\s+(?P<lvl2>upper|middle|lower))?"
-    r"[- ]+(?:lung\s+)?lobes?(?![\w])"
+    r"[- ]+(?:lung\s+)?(?:lobes?|loves?)(?![\w])"
     r"|(?<![\w-])(?P<lvl3>upper|middle|lower)\s+lobe\s+of\s+the\s+(?P<side3>right|left)\s+lung(?![\w])"
     r"|(?<![\w-])(?P<abbr>RUL|RML|RLL|LUL|LLL)(?![\w])"
-    r"|(?<![\w-])(?P<ling>lingula|lingular)(?![\w])"
+    r"|(?<![\w-])(?P<ling>lingula|lingular|(?<=the\s)lingual)(?![\w])"
     r"|(?<![\w-])(?P<mid>(?:right\s+)?middle\s+lobe)(?![\w])"
     r"|(?<![\w-])(?P<both>both\s+(?:upper|lower)\s+lobes|(?:upper|lower)\s+lobes\s+bilaterally|bilateral(?:ly)?|both\s+lungs|"
     r"bibasilar|bibasal|biapical|both\s+(?:lung\s+)?(?:bases|apices)|each\s+lung|throughout\s+(?:both|the)\s+lungs)(?![\w])"
@@ -283,7 +283,7 @@ class LocMention:
     size_start: int | None = None  # the size it directly follows ("5 mm in the right upper lobe")
 
 
-_LOC_HINT = re.compile(r"right|left|lobe|RUL|RML|RLL|LUL|LLL|lingul|bilateral|both|bibas|biapical|segment|S\d|each\s+lung|"
+_LOC_HINT = re.compile(r"right|left|lobe|RUL|RML|RLL|LUL|LLL|lingu|bilateral|both|bibas|biapical|segment|S\d|each\s+lung|"
                        r"throughout|rt\.|lt\.", _I)
 
 

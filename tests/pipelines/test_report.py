@@ -706,3 +706,55 @@ def test_metastases_in_the_impression_are_the_findings_group():
     assert len(r.findings) == 1
     f = r.findings[0]
     assert f.size_mm == [14.0] and f.location.lobe == "RUL" and f.count >= 2 and f.stability == "decreasing"
+
+
+@pytest.mark.parametrize("text, lobe, segment, composition", [
+    ("A 5 mm nodle in the right upper lobe.", "RUL", None, None),
+    ("Small nodule in the right lower love, 3 mm.", "RLL", None, None),
+    ("4 mm nodule in the lingual.", "LUL", "lingula", None),
+    ("12 mm PSN in the left upper lobe.", "LUL", None, "part-solid"),
+    ("An 8 mm GGN in the RLL.", "RLL", None, "ground-glass"),
+])
+def test_dictation_typos_and_abbreviations_still_give_the_nodule(text, lobe, segment, composition):
+    f = one(text)
+    assert f.size_mm and f.location.lobe == lobe and getattr(f.location, "segment", None) == segment
+    assert f.composition == composition
+
+
+@pytest.mark.parametrize("text", ["Lung nodules: none.", "Pulmonary nodules: none.", "Nodules: none."])
+def test_a_nodule_header_answered_none_is_a_negative(text):
+    f = one(text)
+    assert f.negated and f.count == 0
+
+
+def test_no_residual_nodule_is_negated_unless_it_restates_a_resolution():
+    f = one("No residual nodule in the right middle lobe.")
+    assert f.negated and f.location.lobe == "RML"
+    r = parse_report("The previously seen 5 mm right middle lobe nodule has resolved. No residual nodule.")
+    assert len(r.findings) == 1 and r.findings[0].prior_size_mm == [5.0]
+
+
+@pytest.mark.parametrize("text, stability", [
+    ("6 mm RUL nodule adjacent to an enlarged 18 mm right hilar lymph node.", None),
+    ("4 mm LLL nodule next to an enlarged 16 mm subcarinal lymph node.", None),
+    ("No interval growth of the 4 mm LLL nodule.", "stable"),
+    ("Enlarging 9 mm nodule in the left upper lobe next to a 15 mm lymph node.", "enlarging"),
+])
+def test_stability_words_about_other_things_do_not_reach_the_nodule(text, stability):
+    assert one(text).stability == stability
+
+
+@pytest.mark.parametrize("text, count", [
+    ("Several calcified granulomata bilaterally.", 3),
+    ("Scattered calcified granulomas in both lungs.", 2),
+])
+def test_granulomata_are_calcified_nodules(text, count):
+    f = one(text)
+    assert f.composition == "calcified" and f.count == count and f.location.side == "bilateral"
+
+
+def test_mixed_response_is_no_composition():
+    f = one("Mixed response: the 8 mm RUL nodule has decreased.")
+    assert f.composition is None and f.stability == "decreasing"
+    assert one("Mixed attenuation nodule in the RUL, 9 mm.").composition == "part-solid"
+    assert one("A 9 mm mixed nodule in the right upper lobe.").composition == "part-solid"
