@@ -900,6 +900,12 @@ def _split_multi(drafts: list[_Draft]) -> list[_Draft]:
         elif after_anchor and len(after_anchor) == len(sizes):
             for i, l in enumerate(after_anchor):
                 paired[i].append(l)
+        elif len(places := _lobe_places(locs)) == len(sizes):
+            # "nodules in the right upper and left lower lobes measure 9 and 4 mm (respectively)", "RML 4 mm;
+            # LUL 3 mm", "right middle lobe and lingular nodules measuring 4 and 6 mm": places and sizes in order
+            for i, l in enumerate(places):
+                paired[i].append(l)
+            shared = [l for l in locs if not l.lobe and not l.lobes and l.side is None]
         else:
             shared = locs
         for i, z in enumerate(sizes):
@@ -919,6 +925,19 @@ def _split_multi(drafts: list[_Draft]) -> list[_Draft]:
                 nd.priors = [p for p in priors if z.end <= p.start < nxt] if priors else []
             nd.solid = [p for p in d.solid if z.end <= p.start < nxt]
             out.append(nd)
+    return out
+
+
+def _lobe_places(locs: list[LocMention]) -> list[LocMention]:
+    """The lobes named in a sentence, in order, one place each ("the right upper and left lower lobes" is two);
+    empty unless they are all different."""
+    out: list[LocMention] = []
+    for l in locs:
+        for lobe in (l.lobes if len(l.lobes) > 1 else [l.lobe] if l.lobe else []):
+            side = "right" if lobe.startswith("R") else "left"
+            out.append(LocMention(l.start, l.end, side=side, lobe=lobe, segment=l.segment if len(l.lobes) <= 1 else None))
+    if len({p.lobe for p in out}) != len(out):
+        return []
     return out
 
 

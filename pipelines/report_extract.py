@@ -32,12 +32,13 @@ _X = r"\s*(?:x|\*|by)\s*"
 _SIZE = re.compile(
     rf"(?<![\w.,/])(?:"
     rf"(?P<ax>{_NUM_ANY}{_U}?{_X}{_NUM_ANY}{_U}?(?:{_X}{_NUM_ANY})?{_U})"
-    rf"|(?P<rng>{_NUM_ANY}{_U}?\s*(?:-|to|and)\s*{_NUM_ANY}{_U})"
+    rf"|(?P<rng>{_NUM_ANY}{_U}?\s*(?:-+>|→|⇒|=>|-|to|and)\s*{_NUM_ANY}{_U})"
     rf"|(?P<lst>{_NUM}(?:\s*,\s*{_NUM}){{1,8}}\s*,?\s*(?:and|or|&)\s*{_NUM}{_U})"
     rf"|(?P<one>{_NUM_ANY}{_U})"
     rf")(?![\w²³/])",
     _I,
 )
+_ARROW = re.compile(r"-+>|→|⇒|=>")
 _NUM_RE = re.compile(rf"(?<![\w-])(?P<w>{_WNUM})|{_NUM}", _I)
 
 
@@ -114,7 +115,9 @@ def find_sizes(norm: str, s: int, e: int, lex: Lexicon) -> list[SizeMention]:
                 continue
             # "4 and 6 mm": two sizes; "between 3 and 4 mm": one, a range
             conj = re.search(r"\band\b", text, _I) is not None and not re.search(r"between\s*$", before, _I)
-            if conj or (lex.prior_before.search(before) and not _RANGE_NOT_PRIOR.search(before)):
+            # "5 -> 8 mm", "5 → 8 mm": the prior size, then the current one
+            arrow = _ARROW.search(text) is not None
+            if conj or arrow or (lex.prior_before.search(before) and not _RANGE_NOT_PRIOR.search(before)):
                 # "from 5 to 7 mm": a prior and a current size; "4 and 6 mm": two sizes
                 first = SizeMention(nums[0][1], nums[0][2], [lo], bound=bound, prior=not conj, group=group)
                 second = SizeMention(nums[-1][1], m.end(), [hi], group=group)
@@ -246,6 +249,8 @@ def _plural(word: str) -> bool:
 _LOBE_FULL = re.compile(
     r"(?<![\w-])(?P<side>right|left|rt\.?|lt\.?)\s+(?P<lvl>upper|middle|lower|mid)(?:\s+(?:and|&|/)\s+(?P<lvl2>upper|middle|lower))?"
     r"[- ]+(?:lung\s+)?(?:lobes?|loves?)(?![\w])"
+    r"|(?<![\w-])(?P<pside>right|left)\s+(?P<plvl>upper|middle|lower)(?:\s+lobe)?\s+(?:and|&|/)\s+(?P<pside2>right|left)\s+"
+    r"(?P<plvl2>upper|middle|lower)[- ]+(?:lung\s+)?lobes(?![\w])"
     r"|(?<![\w-])(?P<lvl3>upper|middle|lower)\s+lobe\s+of\s+the\s+(?P<side3>right|left)\s+lung(?![\w])"
     r"|(?<![\w-])(?P<abbr>RUL|RML|RLL|LUL|LLL)(?![\w])"
     r"|(?<![\w-])(?P<ling>lingula|lingular|(?<=the\s)lingual)(?![\w])"
@@ -304,6 +309,15 @@ def find_locations(norm: str, s: int, e: int) -> list[LocMention]:
                 if lobe:
                     loc.lobes.append(lobe)
             loc.lobe = loc.lobes[0] if loc.lobes else None
+        elif g["pside"]:  # "the left upper and right lower lobes": two places, in order
+            for sd, lv in ((g["pside"], g["plvl"]), (g["pside2"], g["plvl2"])):
+                lobe = _lobe("right" if sd.lower().startswith("r") else "left", _LVL[lv.lower()])
+                if lobe:
+                    loc.lobes.append(lobe)
+            loc.lobe = loc.lobes[0] if loc.lobes else None
+            loc.side = "bilateral" if g["pside"].lower() != g["pside2"].lower() else g["pside"].lower()
+            if loc.side == "bilateral":
+                loc.lobe = None  # one finding over both lungs has no one lobe
         elif g["abbr"]:
             loc.lobe = g["abbr"].upper()
             loc.side = "right" if loc.lobe.startswith("R") else "left"

@@ -157,7 +157,7 @@ class Lexicon:
             + r")(?![\w])", _FLAGS)
         self.size_qualifiers = _words(spec.size_qualifiers)
         self.bounds = [(k, re.compile(rf"(?:{_alt(v)})\s*$", _FLAGS)) for k, v in spec.bounds.items()]
-        self.prior_before = re.compile(rf"(?<![\w-])(?:{_alt(spec.prior_before)})\s*[:(]?\s*(?:measur\w*\s+|at\s+|of\s+)?"
+        self.prior_before = re.compile(rf"(?<![\w-])(?:{_alt(spec.prior_before)})\s*[:(]?\s*(?:measur\w*\s+|at\s+|of\s+|as\s+)?"
                                        rf"(?:approximately\s+|about\s+|~\s*)?$", _FLAGS)
         self.size_change_before = re.compile(rf"(?<![\w-])(?:{_alt(spec.size_change_before)})$", _FLAGS)
         self.size_change_after = re.compile(rf"\s*(?:{_alt(spec.size_change_after)})(?![\w])", _FLAGS)

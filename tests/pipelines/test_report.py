@@ -758,3 +758,33 @@ def test_mixed_response_is_no_composition():
     assert f.composition is None and f.stability == "decreasing"
     assert one("Mixed attenuation nodule in the RUL, 9 mm.").composition == "part-solid"
     assert one("A 9 mm mixed nodule in the right upper lobe.").composition == "part-solid"
+
+
+@pytest.mark.parametrize("text, size, prior", [
+    ("Left lower lobe nodule 7 mm (5 mm on 01/2024).", [7.0], [5.0]),
+    ("RUL nodule 8 mm (6 mm in March 2024).", [8.0], [6.0]),
+    ("The 9 mm LUL nodule, which was previously described as 6 mm, has increased.", [9.0], [6.0]),
+    ("RML nodule 5 -> 8 mm.", [8.0], [5.0]),
+    ("Ground-glass nodule in the RUL: 10 \u2192 13 mm.", [13.0], [10.0]),
+    ("RUL nodule 8 mm -> 11 mm.", [11.0], [8.0]),
+])
+def test_prior_sizes_in_brackets_clauses_and_arrows_are_history_not_findings(text, size, prior):
+    f = one(text)
+    assert f.size_mm == size and f.prior_size_mm == prior and f.stability == "enlarging"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Nodules in the left upper and right lower lobes measure 5 and 3 mm respectively.", [([5.0], "LUL"), ([3.0], "RLL")]),
+    ("Nodules in the right upper lobe and left lower lobe measure 9 and 4 mm respectively.", [([9.0], "RUL"), ([4.0], "LLL")]),
+    ("Nodules: RML 5 mm (stable); LUL 2 mm (stable).", [([5.0], "RML"), ([2.0], "LUL")]),
+    ("Right upper lobe and left lower lobe nodules measuring 3 mm and 7 mm.", [([3.0], "RUL"), ([7.0], "LLL")]),
+    ("Right middle lobe and lingular nodules measuring 4 mm and 6 mm.", [([4.0], "RML"), ([6.0], "LUL")]),
+    ("Nodules in the right upper and lower lobes measure 4 and 6 mm.", [([4.0], "RUL"), ([6.0], "RLL")]),
+])
+def test_listed_places_pair_with_listed_sizes_in_order(text, expected):
+    assert [(f.size_mm, f.location.lobe) for f in parse_report(text).findings] == expected
+
+
+def test_a_group_over_two_lungs_has_no_one_lobe():
+    f = one("Nodules in the right upper and left lower lobes.")
+    assert f.location.side == "bilateral" and f.location.lobe is None
