@@ -473,7 +473,9 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
             d.locs = [l for l in d.locs if l.start >= neg_at]
             d.hedged = _hedged(norm, max(neg_at, a.start - 90), a.end, neg_at, clause_e, lex)
         else:
-            d.hedged = _hedged(norm, a.start, a.end, clause_s, clause_e, lex)
+            later = [x.anchor.start for x in drafts.values() if x.anchor is not None and x.anchor.start > a.end]
+            earlier = [x.anchor.end for x in drafts.values() if x.anchor is not None and x.anchor.end < a.start]
+            d.hedged = _hedged(norm, a.start, a.end, clause_s, clause_e, lex, later=later, earlier=earlier)
         if d.negated and re.search(r"\b(?:remaining|residual)\b", norm[max(clause_s, a.start - 30):a.start], re.I) \
                 and (any(p.negated or p.stability == "resolved" for p in prev)
                      or re.search(r"resol|disappear|no\s+longer", norm[s:a.start], re.I)):
@@ -632,7 +634,7 @@ def _is_pulmonary(norm: str, a: Anchor, s: int, e: int, sent: Sentence, lex: Lex
             break
         rest = after[m.end() - len(m.group()) + len(re.match(r"\w+\s+(?:the\s+)?", m.group()).group()):]
         for rx in (lex.organ_modifiers, lex.organ_subjects):
-            mo = rx.match(rest) or rx.match(after[m.end():])
+            mo = rx.match(rest) or rx.match(after[m.end():]) or rx.match(_SIDE_WORD.sub("", rest, count=1))
             if mo and not lex.lung_words.match(rest):
                 word = mo.group().lower()
                 if not (word == "pleural" and after[m.end():].find("based") != -1):
@@ -642,6 +644,10 @@ def _is_pulmonary(norm: str, a: Anchor, s: int, e: int, sent: Sentence, lex: Lex
     if a.needs_lung:
         return lung_here or sent.topic == "lung"
     return True
+
+
+_SIDE_WORD = re.compile(r"^(?:left|right|bilateral|upper|lower|outer|inner|ventral|dorsal|posterior|anterior|"
+                        r"inferior|superior)\s+", re.I)
 
 
 def _clause(a0: int, a1: int, s: int, e: int, breaks: list[int]) -> tuple[int, int]:
@@ -764,10 +770,22 @@ _PSEUDO_HEDGE = re.compile(r"(?<![\w-])(?:versus|vs\.?)(?=\s*(?:\d|\.\d|(?:the\s
                            r"last|baseline|comparison|(?:19|20)\d\d)\b))", re.I)
 
 
-def _hedged(norm: str, a0: int, a1: int, cs: int, ce: int, lex: Lexicon) -> bool:
-    window = _PSEUDO_HEDGE.sub(lambda m: " " * len(m.group()), norm[max(cs, a0 - 90):min(ce, a1 + 110)])
-    if lex.hedge.search(window):
-        # "not excluded" only hedges when it really reads "cannot be excluded"/"not excluded"
+def _hedged(norm: str, a0: int, a1: int, cs: int, ce: int, lex: Lexicon, later: list[int] = (),
+            earlier: list[int] = ()) -> bool:
+    """A hedge cue near the finding's noun, in its clause. A cue written after another nodule noun ("6 mm RML
+    nodule and 4 mm LUL nodule, possibly an intrapulmonary lymph node"; "a 4 mm nodule, possibly a granuloma,
+    and a 6 mm nodule") is that nodule's, not this one's."""
+    w0 = max(cs, a0 - 90)
+    window = _PSEUDO_HEDGE.sub(lambda m: " " * len(m.group()), norm[w0:min(ce, a1 + 110)])
+    for m in lex.hedge.finditer(window):
+        c0, c1 = w0 + m.start(), w0 + m.end()
+        if any(a1 < p < c0 for p in later):
+            continue
+        if c1 <= a0 and any(p <= c0 for p in earlier) and re.search(r"[,;]", norm[c1:a0]):
+            continue
+        if c0 >= a1 and re.search(r"\band\b", norm[a1:c0]) and any(
+                c1 <= p and not re.search(r"[,;]", norm[c1:p]) for p in later):
+            continue  # "a 4 mm nodule and a possible 6 mm nodule": the second one's
         return True
     tail = norm[a1:ce].rstrip()
     return tail.endswith("?")

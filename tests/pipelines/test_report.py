@@ -788,3 +788,21 @@ def test_listed_places_pair_with_listed_sizes_in_order(text, expected):
 def test_a_group_over_two_lungs_has_no_one_lobe():
     f = one("Nodules in the right upper and left lower lobes.")
     assert f.location.side == "bilateral" and f.location.lobe is None
+
+
+@pytest.mark.parametrize("text", [
+    "Nodule in the left breast measuring 11 mm.",
+    "Nodule in the right breast measuring 9 mm.",
+    "Nodule in the left thyroid lobe, 12 mm.",
+])
+def test_a_nodule_in_another_organ_named_with_its_side_is_no_lung_finding(text):
+    assert parse_report(text).findings == []
+
+
+@pytest.mark.parametrize("text, hedged", [
+    ("6 mm RML nodule and 4 mm LUL nodule, possibly an intrapulmonary lymph node.", [False, True]),
+    ("A 4 mm RUL nodule, possibly a granuloma, and a 6 mm LLL nodule.", [True, False]),
+    ("A 4 mm RUL nodule and a possible 6 mm LLL nodule.", [False, True]),
+])
+def test_a_hedge_belongs_to_the_nodule_it_is_written_with(text, hedged):
+    assert [f.hedged for f in parse_report(text).findings] == hedged
