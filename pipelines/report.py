@@ -249,6 +249,9 @@ def _largest_of_group(norm: str, sent: Sentence, lex: Lexicon, host: _Draft) -> 
     return True
 
 
+_ALL_OF_THEM = re.compile(r"(?<![\w-])(?:both|all|each)(?:\s+of\s+them)?(?:\s+(?:are|were|remain|remained|appear|is))?\s+$", re.I)
+
+
 def _modifies_distractor(norm: str, p: int, e: int, anchors: list, lex: Lexicon) -> bool:
     """A stability word that starts the noun phrase of a distractor ("an enlarged 16 mm lymph node")."""
     stop = min([a.start for a in anchors if a.target and a.start >= p] + [e, p + 50])
@@ -444,6 +447,10 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
             continue  # "the larger of the two": one nodule against another, not against the past
         if _modifies_distractor(norm, m.end(), e, anchors, lex):
             continue  # "next to an enlarged 16 mm subcarinal lymph node": the node's, not the nodule's
+        if _ALL_OF_THEM.search(norm, max(s, m.start() - 30), m.start()) and name != "resolved":
+            for d in drafts.values():  # "9 mm RUL and 5 mm LLL nodules, both new": every one of them
+                d.stability = d.stability or name
+            continue
         if True:
             owner = _nearest_anchor(m.start(), m.end(), anchors, starts, ends, breaks, inside_ok=True)
             if owner is None and -1 in drafts:
@@ -590,12 +597,21 @@ def _coordinated_modifier(norm: str, a0: int, a1: int, anchor: Anchor, s: int) -
     return head is not None and not re.match(r"(?:and|or|with|of|in|the|a|an|no|not)\b", head.group(), re.I)
 
 
+_NUMBERED_HEAD = re.compile(r"[ \t]*(?:#|no\.?|number)?[ \t]*\d{1,2}[ \t]*[:.)-](?![\d.])", re.I)
+
+
 def _fold_enumerated(norm: str, drafts: list[_Draft]) -> list[_Draft]:
     """"There are two nodules: a 6 mm nodule in the RUL and an 8 mm nodule in the LLL" is two findings, not three:
     a sizeless, placeless count that the same sentence then enumerates (as many as it says, or after a colon)
     only announces them; what it says of them all ("two new nodules") goes to each."""
     out: list[_Draft] = []
     for k, d in enumerate(drafts):
+        if not d.negated and not d.sizes and d.anchor is not None and _NUMBERED_HEAD.match(norm, d.anchor.end):
+            # "Nodule 1: 4 mm solid nodule in the RUL": the numbered head names the nodule the line describes
+            nxt = next((m for m in drafts[k + 1:] if m.anchor is not None and not m.negated), None)
+            if nxt is not None:
+                nxt.extra_spans.append([d.start, d.end])
+                continue
         if d.negated or d.sizes or d.anchor is None or d.count < 2 or any(l.lobe or l.side for l in d.locs):
             out.append(d)
             continue

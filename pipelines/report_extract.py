@@ -268,6 +268,8 @@ _SEGMENT = re.compile(
     r"(?<![\w-])(?P<name>apicoposterior|apical|posterior|anterior|superior|lateral|medial|inferior|"
     r"(?:anterior|posterior|lateral|medial|anteromedial)[- ]?basal|superior\s+lingular|inferior\s+lingular)\s+"
     r"(?:sub)?segment(?![\w])"
+    # compound segment names are unambiguous without the word "segment" ("Location: RLL, lateral basal")
+    r"|(?<![\w-])(?P<name2>(?:anterior|posterior|lateral|medial|anteromedial)[- ]basal|apicoposterior)(?![\w-])"
     r"|(?<![\w-])segment\s+(?P<num>\d{1,2})(?![\w.])|(?<![\w-])S(?P<snum>\d{1,2})(?![\w.])",
     _I,
 )
@@ -335,8 +337,8 @@ def find_locations(norm: str, s: int, e: int) -> list[LocMention]:
     for m in _SEGMENT.finditer(norm, s, e):
         if any(l.start <= m.start() < l.end for l in out):
             continue
-        if m.group("name"):
-            name = re.sub(r"\s+", " ", m.group("name").lower()).replace("-", " ")
+        if m.group("name") or m.group("name2"):
+            name = re.sub(r"\s+", " ", (m.group("name") or m.group("name2")).lower()).replace("-", " ")
             name = re.sub(r"(anterior|posterior|lateral|medial|anteromedial) ?basal", r"\1 basal", name)
             out.append(LocMention(m.start(), m.end(), segment=name))
         else:

@@ -103,12 +103,35 @@ _TEMPLATE_FIELD = re.compile(
     r"comments?|description)[ \t]*:[ \t]*(?=\S)[^\n]*", re.I)
 
 
+# The same on one line ("Nodule 1: RLL lateral basal. 6 mm. Type: solid. Series/Image: 2/88."): the line is one nodule.
+_TEMPLATE_LINE = re.compile(r"^[ \t]*(?:[-*][ \t]*)?(?:nodules?|lesions?|masse?s?)[ \t]*(?:#|no\.?|number)?[ \t]*"
+                            r"\d{1,2}[ \t]*[:.)-][ \t]*(?P<body>\S[^\n]*)$", re.I | re.M)
+_INLINE_LABEL = re.compile(r"(?<![\w/])(?P<label>(?P<img>series[ \t]*/[ \t]*image|se[ \t]*/[ \t]*im)|location|lobe|site|size|"
+                           r"diameter|type|composition|attenuation|density|change|interval[ \t]+change|stability|status)"
+                           r"[ \t]*:", re.I)
+
+
+def _unfold_lines(norm: str, chars: list[str]) -> None:
+    for line in _TEMPLATE_LINE.finditer(norm):
+        a, b = line.start("body"), line.end("body")
+        if not _INLINE_LABEL.search(norm, a, b):
+            continue
+        for m in _INLINE_LABEL.finditer(norm, a, b):
+            word = "image" if m.group("img") else ""
+            chars[m.start():m.end()] = list(word.ljust(m.end() - m.start()))
+        for m in re.finditer(r"[.;](?=[ \t]+\S)", norm[a:b]):
+            chars[a + m.start()] = ","  # its fields, one clause list
+
+
 def unfold_templates(norm: str) -> str:
     """Join a template block into one line, same length: the head, then its fields as a comma-separated list, the
     field names blanked ("Series/Image:" becomes "image", "Series:" "series")."""
-    if ":" not in norm or not _TEMPLATE_HEAD.search(norm):
+    if ":" not in norm:
         return norm
     chars = list(norm)
+    _unfold_lines(norm, chars)
+    if not _TEMPLATE_HEAD.search(norm):
+        return "".join(chars)
     for head in _TEMPLATE_HEAD.finditer(norm):
         pos, n = head.end(), 0
         while pos < len(norm) and norm[pos] == "\n":

@@ -806,3 +806,28 @@ def test_a_nodule_in_another_organ_named_with_its_side_is_no_lung_finding(text):
 ])
 def test_a_hedge_belongs_to_the_nodule_it_is_written_with(text, hedged):
     assert [f.hedged for f in parse_report(text).findings] == hedged
+
+
+def test_two_nodules_restated_together_in_the_impression_count_once():
+    r = parse_report("FINDINGS:\nLungs: There is a 4 mm solid nodule in the left upper lobe (series 3, image 52), unchanged. "
+                     "There is also a 3 mm solid nodule in the right lower lobe (series 3, image 190), unchanged.\n"
+                     "IMPRESSION:\n1. Stable 4 mm LUL and 3 mm RLL solid nodules.")
+    assert [(f.size_mm, f.location.lobe, f.image_ref.image) for f in r.findings] == [([4.0], "LUL", 52), ([3.0], "RLL", 190)]
+
+
+def test_both_after_a_list_gives_each_its_stability():
+    r = parse_report("9 mm RUL ground-glass nodule and 5 mm LLL solid nodule, both new.")
+    assert [(f.location.lobe, f.composition, f.stability) for f in r.findings] == [
+        ("RUL", "ground-glass", "new"), ("LLL", "solid", "new")]
+
+
+@pytest.mark.parametrize("text", [
+    "Nodule 1:\nLocation: RLL, lateral basal\nSize: 6 mm\nType: solid\nSeries/Image: 2/88\n",
+    "Nodule 1: RLL lateral basal, 6 mm, Type: solid, Series/Image: 2/88.",
+    "Nodule 1: RLL lateral basal. 6 mm. Type: solid. Series/Image: 2/88.",
+    "Nodule 1: 6 mm solid nodule in the RLL, lateral basal (series 2, image 88).",
+])
+def test_a_numbered_nodule_line_or_block_is_one_finding_with_all_its_fields(text):
+    f = one(text)
+    assert (f.size_mm, f.location.lobe, f.location.segment, f.composition, f.image_ref.series, f.image_ref.image) == (
+        [6.0], "RLL", "lateral basal", "solid", 2, 88)
