@@ -171,6 +171,7 @@ class _Draft:
     summary: bool = False  # a mention that only sums up ("multiple nodules", "the nodule") or recommends
     extra_spans: list[list[int]] = field(default_factory=list)
     neg_scope: str = "all"
+    stab_marks: list[tuple[int, str]] = field(default_factory=list)  # stability words given to it, by position
 
 
 def _parse(text: str, lex: Lexicon) -> ParsedReport:
@@ -218,8 +219,9 @@ def _parse(text: str, lex: Lexicon) -> ParsedReport:
 
 
 _LUNG_PREFIX = re.compile(r"^(?:(?:pulmonary|lung|parenchymal|intrapulmonary)\s+)+", re.I)
-_NONE = re.compile(r"\s*(?:none|absent|negative|nil|not\s+seen|not\s+present|no)\s*\.?\s*", re.I)
-_TARGET_STEMS = ("nodul", "nodle", "psn", "mass", "lesion", "granulom", "metasta", "opacit", "densit", "ggo", "ggn", "spn")
+_NONE = re.compile(r"\s*(?:none(?:\s+(?:identified|seen|detected|noted|demonstrated|present|visible))?|absent|negative|nil|"
+                   r"not\s+seen|not\s+present|no)\s*\.?\s*", re.I)
+_TARGET_STEMS = ("nodu", "nodl", "psn", "mass", "lesion", "granulom", "metasta", "opacit", "densit", "ggo", "ggn", "spn")
 _PRONOUN_STEMS = ("it ", "this", "which", "measur", "size", "they", "these", "the lesion", "the nodule", "the mass", "the latter")
 
 
@@ -455,6 +457,8 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
             owner = _nearest_anchor(m.start(), m.end(), anchors, starts, ends, breaks, inside_ok=True)
             if owner is None and -1 in drafts:
                 owner = -1
+            if owner in drafts and name != "resolved":
+                drafts[owner].stab_marks.append((m.start(), name))
             if owner in drafts and drafts[owner].stability is None:
                 if name == "resolved":
                     continue  # handled as negation below
@@ -915,6 +919,7 @@ def _split_multi(drafts: list[_Draft]) -> list[_Draft]:
             out.append(d)
             continue
         sizes = sorted(d.sizes, key=lambda z: z.start)
+        size_starts = [z.start for z in sizes]
         priors = sorted(d.priors, key=lambda z: z.start)
         locs = sorted(d.locs, key=lambda l: l.start)
         after_anchor = [l for l in locs if l.start > d.end and l.lobe]
@@ -948,6 +953,11 @@ def _split_multi(drafts: list[_Draft]) -> list[_Draft]:
                         count=1, size_qualifier=d.size_qualifier, neg_scope=d.neg_scope)
             nd.locs = shared + paired[i]
             nxt = sizes[i + 1].start if i + 1 < len(sizes) else 10 ** 12
+            # "Nodules: RUL 4 mm (stable), LLL 3 mm (stable), RML 2 mm (new)": each size's own stability word
+            # (one word after the last size, "4 mm on the right and 6 mm on the left, unchanged", is all of theirs)
+            if len({bisect.bisect_right(size_starts, p) for p, _ in d.stab_marks if p >= size_starts[0]}) >= 2:
+                own = [name for p, name in d.stab_marks if z.start <= p < nxt]
+                nd.stability = own[0] if own else next((n for p, n in d.stab_marks if p < size_starts[0]), None)
             refs = sorted(d.refs, key=lambda r: r.start)
             if len(refs) == len(sizes) > 1 and refs[0].start > sizes[-1].end:
                 nd.refs = [refs[i]]  # "4 and 11 mm, images 201 and 215 (respectively)": in order

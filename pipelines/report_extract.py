@@ -249,8 +249,10 @@ def _plural(word: str) -> bool:
 _LOBE_FULL = re.compile(
     r"(?<![\w-])(?P<side>right|left|rt\.?|lt\.?)\s+(?P<lvl>upper|middle|lower|mid)(?:\s+(?:and|&|/)\s+(?P<lvl2>upper|middle|lower))?"
     r"[- ]+(?:lung\s+)?(?:lobes?|loves?)(?![\w])"
-    r"|(?<![\w-])(?P<pside>right|left)\s+(?P<plvl>upper|middle|lower)(?:\s+lobe)?\s+(?:and|&|/)\s+(?P<pside2>right|left)\s+"
-    r"(?P<plvl2>upper|middle|lower)[- ]+(?:lung\s+)?lobes(?![\w])"
+    r"|(?<![\w-])(?P<plist>(?:right|left|rt\.?|lt\.?)\s+(?:upper|middle|lower)(?:\s+lobe)?(?:\s*,\s*(?:(?:right|left)\s+)?"
+    r"(?:upper|middle|lower)(?:\s+lobe)?)*\s*,?\s*(?:and|&|/)\s+(?:right|left)\s+(?:upper|middle|lower)[- ]+(?:lung\s+)?lobes"
+    r"|(?:right|left)\s+(?:upper|middle|lower)(?:\s+lobe)?(?:\s*,\s*(?:(?:right|left)\s+)?(?:upper|middle|lower)(?:\s+lobe)?)+"
+    r"\s*,?\s*(?:and|&)\s+(?:(?:right|left)\s+)?(?:upper|middle|lower)[- ]+(?:lung\s+)?lobes)(?![\w])"
     r"|(?<![\w-])(?P<lvl3>upper|middle|lower)\s+lobe\s+of\s+the\s+(?P<side3>right|left)\s+lung(?![\w])"
     r"|(?<![\w-])(?P<abbr>RUL|RML|RLL|LUL|LLL)(?![\w])"
     r"|(?<![\w-])(?P<ling>lingula|lingular|(?<=the\s)lingual)(?![\w])"
@@ -311,15 +313,18 @@ def find_locations(norm: str, s: int, e: int) -> list[LocMention]:
                 if lobe:
                     loc.lobes.append(lobe)
             loc.lobe = loc.lobes[0] if loc.lobes else None
-        elif g["pside"]:  # "the left upper and right lower lobes": two places, in order
-            for sd, lv in ((g["pside"], g["plvl"]), (g["pside2"], g["plvl2"])):
-                lobe = _lobe("right" if sd.lower().startswith("r") else "left", _LVL[lv.lower()])
-                if lobe:
+        elif g["plist"]:  # "the left upper and right lower lobes", "the right upper, middle and left lower lobes"
+            side = None
+            sides = set()
+            for pm in re.finditer(r"(?:(right|left|rt|lt)\.?\s+)?(upper|middle|lower)", g["plist"], _I):
+                if pm.group(1):
+                    side = "right" if pm.group(1).lower().startswith("r") else "left"
+                lobe = _lobe(side, _LVL[pm.group(2).lower()]) if side else None
+                if lobe and lobe not in loc.lobes:
                     loc.lobes.append(lobe)
-            loc.lobe = loc.lobes[0] if loc.lobes else None
-            loc.side = "bilateral" if g["pside"].lower() != g["pside2"].lower() else g["pside"].lower()
-            if loc.side == "bilateral":
-                loc.lobe = None  # one finding over both lungs has no one lobe
+                    sides.add(side)
+            loc.side = "bilateral" if len(sides) > 1 else side
+            loc.lobe = loc.lobes[0] if loc.lobes and loc.side != "bilateral" else None  # over both lungs: no one lobe
         elif g["abbr"]:
             loc.lobe = g["abbr"].upper()
             loc.side = "right" if loc.lobe.startswith("R") else "left"

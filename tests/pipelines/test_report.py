@@ -831,3 +831,25 @@ def test_a_numbered_nodule_line_or_block_is_one_finding_with_all_its_fields(text
     f = one(text)
     assert (f.size_mm, f.location.lobe, f.location.segment, f.composition, f.image_ref.series, f.image_ref.image) == (
         [6.0], "RLL", "lateral basal", "solid", 2, 88)
+
+
+def test_three_listed_lobes_pair_with_three_sizes():
+    r = parse_report("Nodules in the right upper, middle and left lower lobes measure 9, 5 and 4 mm respectively.")
+    assert [(f.size_mm, f.location.lobe) for f in r.findings] == [([9.0], "RUL"), ([5.0], "RML"), ([4.0], "LLL")]
+
+
+def test_each_listed_size_keeps_its_own_stability_word():
+    r = parse_report("Nodules: RUL 4 mm (stable); LLL 3 mm (new).")
+    assert [(f.location.lobe, f.stability) for f in r.findings] == [("RUL", "stable"), ("LLL", "new")]
+    r = parse_report("Bilateral lower lobe nodules, 4 mm on the right and 6 mm on the left, unchanged.")
+    assert [f.stability for f in r.findings] == ["stable", "stable"]
+
+
+@pytest.mark.parametrize("text", ["A 5 mm nodual in the RUL.", "Left lower lobe nodul 4 mm.", "A 5 mm nodlue in the RUL."])
+def test_more_misspelt_nodules_are_found(text):
+    assert one(text).size_mm
+
+
+def test_none_identified_under_a_nodule_header_is_a_negative():
+    f = one("Nodules: None identified.")
+    assert f.negated and f.count == 0
