@@ -247,7 +247,7 @@ def _plural(word: str) -> bool:
 # -------------------------------------------------------------------------------------------- locations
 
 _LOBE_FULL = re.compile(
-    r"(?<![\w-])(?P<side>right|left|rt\.?|lt\.?)\s+(?P<lvl>upper|middle|lower|mid)(?:\s+(?:and|&|/)\s+(?P<lvl2>upper|middle|lower))?"
+    r"(?<![\w-])(?P<side>right|rigth|left|rt\.?|lt\.?)\s+(?P<lvl>upper|uper|middle|lower|mid)(?:\s+(?:and|&|/)\s+(?P<lvl2>upper|middle|lower))?"
     r"[- ]+(?:lung\s+)?(?:lobes?|loves?)(?![\w])"
     r"|(?<![\w-])(?P<plist>(?:right|left|rt\.?|lt\.?)\s+(?:upper|middle|lower)(?:\s+lobe)?(?:\s*,\s*(?:(?:right|left)\s+)?"
     r"(?:upper|middle|lower)(?:\s+lobe)?)*\s*,?\s*(?:and|&|/)\s+(?:right|left)\s+(?:upper|middle|lower)[- ]+(?:lung\s+)?lobes"
@@ -275,7 +275,7 @@ _SEGMENT = re.compile(
     r"|(?<![\w-])segment\s+(?P<num>\d{1,2})(?![\w.])|(?<![\w-])S(?P<snum>\d{1,2})(?![\w.])",
     _I,
 )
-_LVL = {"upper": "U", "middle": "M", "mid": "M", "lower": "L"}
+_LVL = {"upper": "U", "uper": "U", "middle": "M", "mid": "M", "lower": "L"}  # "uper", "rigth", "love": dictation typos
 
 
 @dataclass

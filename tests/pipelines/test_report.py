@@ -714,6 +714,8 @@ def test_metastases_in_the_impression_are_the_findings_group():
     ("4 mm nodule in the lingual.", "LUL", "lingula", None),
     ("12 mm PSN in the left upper lobe.", "LUL", None, "part-solid"),
     ("An 8 mm GGN in the RLL.", "RLL", None, "ground-glass"),
+    ("4 mm nodule in the left uper lobe.", "LUL", None, None),
+    ("4 mm nodule in the rigth lower lobe.", "RLL", None, None),
 ])
 def test_dictation_typos_and_abbreviations_still_give_the_nodule(text, lobe, segment, composition):
     f = one(text)
