@@ -254,6 +254,21 @@ def _largest_of_group(norm: str, sent: Sentence, lex: Lexicon, host: _Draft) -> 
 _ALL_OF_THEM = re.compile(r"(?<![\w-])(?:both|all|each)(?:\s+of\s+them)?(?:\s+(?:are|were|remain|remained|appear|is))?\s+$", re.I)
 
 
+def _premodified(norm: str, p: int, e: int, anchors: list, drafts: dict) -> int | None:
+    """The finding whose noun phrase a stability word opens ("..., new 5 mm LLL nodule", "and enlarging 7 mm
+    LLL nodule"): the next nodule noun, with only sizes, places and descriptors between."""
+    for i, a in enumerate(anchors):
+        if a.start < p:
+            continue
+        if a.start - p > 45 or i not in drafts:
+            return None
+        between = norm[p:a.start]
+        if re.search(r"[,;:.()]|\b(?:and|or|but|while|with|to|of|is|are|was|were|in|since|from|than|the)\b", between, re.I):
+            return None
+        return i
+    return None
+
+
 def _modifies_distractor(norm: str, p: int, e: int, anchors: list, lex: Lexicon) -> bool:
     """A stability word that starts the noun phrase of a distractor ("an enlarged 16 mm lymph node")."""
     stop = min([a.start for a in anchors if a.target and a.start >= p] + [e, p + 50])
@@ -454,7 +469,9 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
                 d.stability = d.stability or name
             continue
         if True:
-            owner = _nearest_anchor(m.start(), m.end(), anchors, starts, ends, breaks, inside_ok=True)
+            owner = _premodified(norm, m.end(), e, anchors, drafts)
+            if owner is None:
+                owner = _nearest_anchor(m.start(), m.end(), anchors, starts, ends, breaks, inside_ok=True)
             if owner is None and -1 in drafts:
                 owner = -1
             if owner in drafts and name != "resolved":

@@ -855,3 +855,19 @@ def test_more_misspelt_nodules_are_found(text):
 def test_none_identified_under_a_nodule_header_is_a_negative():
     f = one("Nodules: None identified.")
     assert f.negated and f.count == 0
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Mixed response: decrease of the RUL nodule (now 8 mm), new 5 mm LLL nodule.", [("RUL", "decreasing"), ("LLL", "new")]),
+    ("Mixed treatment response with a decreasing 12 mm RUL mass and enlarging 7 mm LLL nodule.",
+     [("RUL", "decreasing"), ("LLL", "enlarging")]),
+    ("The 5 mm RML nodule is stable and the LLL nodule is new.", [("RML", "stable"), ("LLL", "new")]),
+])
+def test_a_stability_word_opening_a_noun_phrase_is_that_nodules(text, expected):
+    r = parse_report(text)
+    assert [(f.location.lobe, f.stability) for f in r.findings] == expected
+    assert all(f.composition is None for f in r.findings)
+
+
+def test_mixed_density_is_still_part_solid():
+    assert one("Mixed-density nodule in the RUL, 10 mm.").composition == "part-solid"
