@@ -272,6 +272,9 @@ _SEGMENT = re.compile(
     r"(?:sub)?segment(?![\w])"
     # compound segment names are unambiguous without the word "segment" ("Location: RLL, lateral basal")
     r"|(?<![\w-])(?P<name2>(?:anterior|posterior|lateral|medial|anteromedial)[- ]basal|apicoposterior)(?![\w-])"
+    # a template's "Segment: apical" (its label kept as the word "segment")
+    r"|(?<![\w-])segment\s+(?P<name3>(?:anterior|posterior|lateral|medial|anteromedial)[- ]?basal|apicoposterior|apical|"
+    r"posterior|anterior|superior|lateral|medial|inferior)(?![\w-])"
     r"|(?<![\w-])segment\s+(?P<num>\d{1,2})(?![\w.])|(?<![\w-])S(?P<snum>\d{1,2})(?![\w.])",
     _I,
 )
@@ -342,8 +345,8 @@ def find_locations(norm: str, s: int, e: int) -> list[LocMention]:
     for m in _SEGMENT.finditer(norm, s, e):
         if any(l.start <= m.start() < l.end for l in out):
             continue
-        if m.group("name") or m.group("name2"):
-            name = re.sub(r"\s+", " ", (m.group("name") or m.group("name2")).lower()).replace("-", " ")
+        if m.group("name") or m.group("name2") or m.group("name3"):
+            name = re.sub(r"\s+", " ", (m.group("name") or m.group("name2") or m.group("name3")).lower()).replace("-", " ")
             name = re.sub(r"(anterior|posterior|lateral|medial|anteromedial) ?basal", r"\1 basal", name)
             out.append(LocMention(m.start(), m.end(), segment=name))
         else:

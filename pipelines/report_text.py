@@ -98,7 +98,7 @@ _TEMPLATE_HEAD = re.compile(r"^[ \t]*(?:[-*][ \t]*)?(?:nodules?|lesions?|finding
                             r"\d{1,2}[ \t]*[:.)-]?[ \t]*$", re.I | re.M)
 _TEMPLATE_FIELD = re.compile(
     r"[ \t]*(?:[-*][ \t]*)?(?P<label>(?P<img>series[ \t]*/[ \t]*image|se[ \t]*/[ \t]*im|image(?:[ \t]+(?:number|no\.?))?|"
-    r"slice)|(?P<ser>series)|location|lobe|site|size|diameter|dimensions?|measurements?|type|composition|attenuation|"
+    r"slice)|(?P<ser>series)|location|lobe|segment|site|size|diameter|dimensions?|measurements?|type|composition|attenuation|"
     r"density|character|consistency|change|interval[ \t]+change|stability|status|trend|margins?|morphology|shape|"
     r"comments?|description)[ \t]*:[ \t]*(?=\S)[^\n]*", re.I)
 
@@ -106,7 +106,7 @@ _TEMPLATE_FIELD = re.compile(
 # The same on one line ("Nodule 1: RLL lateral basal. 6 mm. Type: solid. Series/Image: 2/88."): the line is one nodule.
 _TEMPLATE_LINE = re.compile(r"^[ \t]*(?:[-*][ \t]*)?(?:nodules?|lesions?|masse?s?)[ \t]*(?:#|no\.?|number)?[ \t]*"
                             r"\d{1,2}[ \t]*[:.)-][ \t]*(?P<body>\S[^\n]*)$", re.I | re.M)
-_INLINE_LABEL = re.compile(r"(?<![\w/])(?P<label>(?P<img>series[ \t]*/[ \t]*image|se[ \t]*/[ \t]*im)|location|lobe|site|size|"
+_INLINE_LABEL = re.compile(r"(?<![\w/])(?P<label>(?P<img>series[ \t]*/[ \t]*image|se[ \t]*/[ \t]*im)|location|lobe|segment|site|size|"
                            r"diameter|type|composition|attenuation|density|change|interval[ \t]+change|stability|status)"
                            r"[ \t]*:", re.I)
 
@@ -117,7 +117,7 @@ def _unfold_lines(norm: str, chars: list[str]) -> None:
         if not _INLINE_LABEL.search(norm, a, b):
             continue
         for m in _INLINE_LABEL.finditer(norm, a, b):
-            word = "image" if m.group("img") else ""
+            word = "image" if m.group("img") else ("segment" if m.group("label").lower() == "segment" else "")
             chars[m.start():m.end()] = list(word.ljust(m.end() - m.start()))
         for m in re.finditer(r"[.;](?=[ \t]+\S)", norm[a:b]):
             chars[a + m.start()] = ","  # its fields, one clause list
@@ -140,7 +140,8 @@ def unfold_templates(norm: str) -> str:
                 break
             chars[pos] = " " if n == 0 else ","
             a, b = f.start("label"), f.end("label")
-            word = "image" if f.group("img") else ("series" if f.group("ser") else "")
+            word = "image" if f.group("img") else ("series" if f.group("ser") else (
+                "segment" if f.group("label").lower() == "segment" else ""))
             colon = norm.index(":", b)
             chars[a:colon + 1] = list(word.ljust(colon + 1 - a))
             pos, n = f.end(), n + 1

@@ -871,3 +871,12 @@ def test_a_stability_word_opening_a_noun_phrase_is_that_nodules(text, expected):
 
 def test_mixed_density_is_still_part_solid():
     assert one("Mixed-density nodule in the RUL, 10 mm.").composition == "part-solid"
+
+
+@pytest.mark.parametrize("text, segment", [
+    ("Nodule 1:\nLobe: LLL\nSegment: lateral basal\nSize: 6 mm\nType: solid\nSe/Im: 4/88\n", "lateral basal"),
+    ("Nodule 1: Lobe: LLL. Segment: superior. Size: 6 mm. Type: solid. Series/Image: 4/88.", "superior"),
+])
+def test_a_template_segment_field_is_the_nodules_segment(text, segment):
+    f = one(text)
+    assert (f.location.lobe, f.location.segment, f.size_mm, f.image_ref.image) == ("LLL", segment, [6.0], 88)
