@@ -807,6 +807,9 @@ _PSEUDO_HEDGE = re.compile(r"(?<![\w-])(?:versus|vs\.?)(?=\s*(?:\d|\.\d|(?:the\s
                            r"last|baseline|comparison|(?:19|20)\d\d)\b))", re.I)
 
 
+_PLURAL_AFTER = re.compile(r"[^,;.]*?\b(?:both|all|nodes|nodules|granulomas|granulomata|scars|lesions|they|these)\b", re.I)
+
+
 def _hedged(norm: str, a0: int, a1: int, cs: int, ce: int, lex: Lexicon, later: list[int] = (),
             earlier: list[int] = ()) -> bool:
     """A hedge cue near the finding's noun, in its clause. A cue written after another nodule noun ("6 mm RML
@@ -816,6 +819,8 @@ def _hedged(norm: str, a0: int, a1: int, cs: int, ce: int, lex: Lexicon, later: 
     window = _PSEUDO_HEDGE.sub(lambda m: " " * len(m.group()), norm[w0:min(ce, a1 + 110)])
     for m in lex.hedge.finditer(window):
         c0, c1 = w0 + m.start(), w0 + m.end()
+        if c0 > a1 and _PLURAL_AFTER.match(norm, c1, min(ce, c1 + 60)) and any(a1 < p < c0 for p in later):
+            return True  # "A and B, possibly intrapulmonary lymph nodes / granulomas": a plural is about them all
         if any(a1 < p < c0 for p in later):
             continue
         if c1 <= a0 and any(p <= c0 for p in earlier) and re.search(r"[,;]", norm[c1:a0]):

@@ -805,6 +805,8 @@ def test_a_nodule_in_another_organ_named_with_its_side_is_no_lung_finding(text):
     ("6 mm RML nodule and 4 mm LUL nodule, possibly an intrapulmonary lymph node.", [False, True]),
     ("A 4 mm RUL nodule, possibly a granuloma, and a 6 mm LLL nodule.", [True, False]),
     ("A 4 mm RUL nodule and a possible 6 mm LLL nodule.", [False, True]),
+    ("6 mm RML nodule and 4 mm LUL nodule, possibly intrapulmonary lymph nodes.", [True, True]),
+    ("6 mm RML nodule and 4 mm LUL nodule, possibly granulomas.", [True, True]),
 ])
 def test_a_hedge_belongs_to_the_nodule_it_is_written_with(text, hedged):
     assert [f.hedged for f in parse_report(text).findings] == hedged
