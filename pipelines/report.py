@@ -254,6 +254,9 @@ def _largest_of_group(norm: str, sent: Sentence, lex: Lexicon, host: _Draft) -> 
 _ALL_OF_THEM = re.compile(r"(?<![\w-])(?:both|all|each)(?:\s+of\s+them)?(?:\s+(?:are|were|remain|remained|appear|is))?\s+$", re.I)
 
 
+_OF_THE = re.compile(r"\s+(?:of|in)\s+(?:the|both|either)\s", re.I)
+
+
 def _premodified(norm: str, p: int, e: int, anchors: list, drafts: dict) -> int | None:
     """The finding whose noun phrase a stability word opens ("..., new 5 mm LLL nodule", "and enlarging 7 mm
     LLL nodule"): the next nodule noun, with only sizes, places and descriptors between."""
@@ -468,6 +471,15 @@ def _sentence_drafts(norm: str, sent: Sentence, lex: Lexicon, prev: list[_Draft]
             for d in drafts.values():  # "9 mm RUL and 5 mm LLL nodules, both new": every one of them
                 d.stability = d.stability or name
             continue
+        if name != "resolved" and _OF_THE.match(norm, m.end(), e):
+            # "No interval growth of the 5 mm RML nodule or the 3 mm LLL nodule": said of each one it names
+            named = [d for d in drafts.values() if d.anchor is not None and d.anchor.start > m.end()
+                     and not re.search(r"[;]|\b(?:but|while|whereas|however)\b", norm[m.end():d.anchor.start], re.I)]
+            if len(named) >= 2 and all(re.search(r"\b(?:and|or|nor)\b", norm[a.anchor.end:b.anchor.start], re.I)
+                                       for a, b in zip(named, named[1:])):
+                for d in named:
+                    d.stability = d.stability or name
+                continue
         if True:
             owner = _premodified(norm, m.end(), e, anchors, drafts)
             if owner is None:

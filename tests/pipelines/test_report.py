@@ -882,3 +882,10 @@ def test_mixed_density_is_still_part_solid():
 def test_a_template_segment_field_is_the_nodules_segment(text, segment):
     f = one(text)
     assert (f.location.lobe, f.location.segment, f.size_mm, f.image_ref.image) == ("LLL", segment, [6.0], 88)
+
+
+def test_a_stability_phrase_said_of_listed_nodules_goes_to_each():
+    r = parse_report("No interval growth of the 5 mm RML nodule or the 3 mm LLL nodule.")
+    assert [(f.location.lobe, f.stability) for f in r.findings] == [("RML", "stable"), ("LLL", "stable")]
+    r = parse_report("Interval increase in size of the RUL nodule, now 9 mm, and a new 4 mm LLL nodule.")
+    assert [(f.location.lobe, f.stability) for f in r.findings] == [("RUL", "enlarging"), ("LLL", "new")]
