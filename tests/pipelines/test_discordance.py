@@ -312,12 +312,20 @@ def test_lobe_and_size_helpers():
 
 # -- priority --------------------------------------------------------------------------------------------------------
 def test_priority_orders_major_before_minor_before_info_before_concordant():
-    major = compare([ai(d=9, conf=0.3)], [rep(sizes=(4,))], INCIDENTAL).priority
+    major = compare([ai(d=9, conf=0.55)], [rep(sizes=(4,))], INCIDENTAL).priority
     minor = compare([ai(d=6.2, conf=1.0)], [rep(sizes=(5.8,))], SCREENING, waited_s=1e6).priority
     info = compare([ai(d=4)], [rep(sizes=(4,), hedged=True)], INCIDENTAL, waited_s=1e6).priority
     concordant = compare([ai(d=4)], [rep(sizes=(4,))], INCIDENTAL, waited_s=1e6).priority
     assert major > minor > info > concordant >= 0
     assert max(major, minor, info, concordant) <= 100
+
+
+def test_an_ai_finding_below_the_operating_confidence_raises_no_flag():
+    # configs/discordance.yaml min_ai_confidence (0.5): a low-scoring candidate is listed but flags nothing
+    low = compare([ai(d=22.0, conf=0.2)], [rep(sizes=(), neg=True, lobe=None, side=None)], INCIDENTAL)
+    assert not [d for d in low.discordances if d.severity == "major"]
+    high = compare([ai(d=22.0, conf=0.8)], [rep(sizes=(), neg=True, lobe=None, side=None)], INCIDENTAL)
+    assert ("report_negative_ai_positive", "major") in types(high)
 
 
 def test_priority_grows_with_margin_confidence_and_waiting():
