@@ -31,7 +31,6 @@ writes ``benchmarks/results/<hardware>/inference.json``. A quick check on a smal
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
@@ -232,17 +231,11 @@ def make_backend(spec, backend: str, device, threads: int | None):
         raise ModelError(str(err)) from err
 
 
-@contextlib.contextmanager
 def serving(spec, be):
     """``pipelines.infer.detect_nodules`` uses this card and backend object (not its own cached one)."""
-    import pipelines.infer as infer
+    from benchmarks.stages import model_served
 
-    original = infer.get_model
-    infer.get_model = lambda model=None, backend="torch", device=None: (spec, be)
-    try:
-        yield
-    finally:
-        infer.get_model = original
+    return model_served(spec, be)
 
 
 def _rss_mb() -> float | None:

@@ -206,7 +206,7 @@ def build_backend(spec, backend: str, precision: str, device: str):
 
 
 @contextlib.contextmanager
-def _model_served(spec, be):
+def model_served(spec, be):
     """Make ``pipelines.infer.detect_nodules`` use this spec and backend object (it otherwise builds its own
     cached default backend from the names it is given)."""
     import pipelines.infer as infer
@@ -279,7 +279,7 @@ def _run_share(studies, warmup_studies, model: str | None, backend: str, precisi
     t = time.perf_counter()
     timed = _Timed(build_backend(spec, backend, precision, device), device)
     load_s = time.perf_counter() - t
-    with _model_served(spec, timed):
+    with model_served(spec, timed):
         t = time.perf_counter()
         for s in warmup_studies:
             _run_study(s, model, device, timed)
