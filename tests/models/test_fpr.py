@@ -109,3 +109,16 @@ def test_the_default_card_carries_its_false_positive_reduction():
     assert spec.fp_reduction is not None
     assert spec.fp_reduction.fitted_on["studies"] >= 20
     assert 0.0 < spec.fp_reduction.min_score < 1.0
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ("abc", "START:STOP"),
+    ("900000:900002", "evaluation seeds"),
+    ("1000:1002", "trained the network"),
+])
+def test_train_fpr_refuses_bad_or_forbidden_seeds_in_one_line(seeds, message, capsys):
+    from serving.cli import main
+
+    assert main(["train-fpr", "--seeds", seeds, "--no-write"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
