@@ -59,6 +59,11 @@ class InferenceSpec(_Spec):
     overlap: float = 0.25
     sw_batch_size: int = 2
     single_pass_max_voxels: int = 0  # an input up to this size runs whole (no sliding-window overlap)
+    # a second coarse pass in small windows (the training patch's size) at this spacing: with instance norm the
+    # network's output depends on the window's content, and small faint (ground-glass) nodules that a pass
+    # over the whole lung box misses are found in patch-sized windows; None: no second pass
+    window_pass_spacing_mm: float | None = None
+    window_pass_roi_size: tuple[int, int, int] | None = None  # None: the card's input.patch_size
     candidate_threshold: float  # coarse-pass probability that makes a candidate region
     threshold: float  # fine-pass probability that makes the candidate's mask
     min_confidence: float  # candidates whose max fine probability is below this are dropped

@@ -97,12 +97,15 @@ def get_model(model: str | None = None, backend: str = "torch",
 
 
 @torch.no_grad()
-def _predict(backend: Backend, image: torch.Tensor, spec: ModelSpec, device: torch.device) -> torch.Tensor:
+def _predict(backend: Backend, image: torch.Tensor, spec: ModelSpec, device: torch.device,
+             roi_size: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Probabilities for ``image``: whole when it is small enough, else ``sliding_window_inference``.
+    ``roi_size`` given: always in windows of that size."""
     inf = spec.inference
-    roi = tuple(inf.roi_size)
+    roi = tuple(roi_size or inf.roi_size)
     try:
         whole = all(s <= r for s, r in zip(image.shape[2:], roi)) or \
-            int(np.prod(image.shape[2:])) <= inf.single_pass_max_voxels
+            (roi_size is None and int(np.prod(image.shape[2:])) <= inf.single_pass_max_voxels)
         if whole:
             div = size_divisor(spec.architecture.name, spec.architecture.params)
             pad = [(-s) % div for s in image.shape[2:]]
@@ -152,39 +155,44 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
     coarse = prepare_crop(arr, sp, lung_box, hu, inf.coarse_spacing_mm, divisor=1, device=dev)
     timings["preprocess"] = time.perf_counter() - t
     t = time.perf_counter()
-    prob_c = _predict(be, coarse.image, spec, dev)[0, 0].float()
-    if lung_labels is not None:
-        lm = torch.from_numpy(np.ascontiguousarray(_crop(lung_labels, lung_box) > 0)).to(dev)
-        lm = resample(lm.float(), tuple(prob_c.shape), mode="trilinear") > 0.01
-        lung_c = lm.cpu().numpy()
-        grow_vox = max(1, int(round(inf.lung_margin_mm / inf.coarse_spacing_mm)))
-        lm = torch.nn.functional.max_pool3d(lm[None, None].float(), 2 * grow_vox + 1, stride=1, padding=grow_vox)[0, 0] > 0
-        prob_c = prob_c * lm
-    prob_c_np = prob_c.cpu().numpy()
+    maps = [_coarse_map(be, coarse.image, spec, dev, lung_labels, lung_box, inf.coarse_spacing_mm, None)]
     timings["coarse"] = time.perf_counter() - t
+    if inf.window_pass_spacing_mm is not None:
+        t = time.perf_counter()
+        win = prepare_crop(arr, sp, lung_box, hu, inf.window_pass_spacing_mm, divisor=1, device=dev)
+        roi = tuple(inf.window_pass_roi_size or spec.input.patch_size)
+        maps.append(_coarse_map(be, win.image, spec, dev, lung_labels, lung_box, inf.window_pass_spacing_mm, roi))
+        timings["window_pass"] = time.perf_counter() - t
 
     # 2. fine pass around each coarse region
     t = time.perf_counter()
-    lab, n = ndimage.label(prob_c_np >= inf.candidate_threshold)
     boxes = []
-    scale = np.asarray([b[1] - b[0] for b in lung_box], dtype=np.float64) / np.asarray(prob_c_np.shape)
-    for idx, sl in enumerate(ndimage.find_objects(lab), start=1):
-        if sl is None:
-            continue
-        if lung_labels is not None and float(lung_c[sl][lab[sl] == idx].mean()) < 0.5 * inf.min_lung_fraction:
-            continue  # a region mostly outside the lungs (hilum, mediastinum, wall): no fine pass
-        b = tuple((lung_box[a][0] + int(np.floor(sl[a].start * scale[a])),
-                   lung_box[a][0] + int(np.ceil(sl[a].stop * scale[a]))) for a in range(3))
-        boxes.append(grow_box(b, inf.fine_margin_mm, sp, arr.shape))
+    n = 0
+    for prob_c, lung_c in maps:
+        lab, n_map = ndimage.label(prob_c >= inf.candidate_threshold)
+        n += n_map
+        scale = np.asarray([b[1] - b[0] for b in lung_box], dtype=np.float64) / np.asarray(prob_c.shape)
+        for idx, sl in enumerate(ndimage.find_objects(lab), start=1):
+            if sl is None:
+                continue
+            if lung_c is not None and float(lung_c[sl][lab[sl] == idx].mean()) < 0.5 * inf.min_lung_fraction:
+                continue  # a region mostly outside the lungs (hilum, mediastinum, wall): no fine pass
+            b = tuple((lung_box[a][0] + int(np.floor(sl[a].start * scale[a])),
+                       lung_box[a][0] + int(np.ceil(sl[a].stop * scale[a]))) for a in range(3))
+            boxes.append(grow_box(b, inf.fine_margin_mm, sp, arr.shape))
     boxes = _merge_boxes(boxes)
     full_prob = np.zeros(arr.shape, dtype=np.float16) if return_probabilities else None
-    if full_prob is not None:
-        up = resample(prob_c, tuple(b[1] - b[0] for b in lung_box)).cpu().numpy()
-        _crop(full_prob, lung_box)[...] = up.astype(np.float16)
-    cands: list[Candidate] = []
     coarse_up = None
-    if boxes and inf.fine_fusion != "fine":
-        coarse_up = resample(prob_c, tuple(b[1] - b[0] for b in lung_box)).cpu().numpy()
+    if full_prob is not None or (boxes and inf.fine_fusion != "fine"):
+        lung_shape = tuple(b[1] - b[0] for b in lung_box)
+        coarse_up = resample(torch.from_numpy(maps[0][0]), lung_shape).numpy()
+        for prob_w, _ in maps[1:]:
+            np.maximum(coarse_up, resample(torch.from_numpy(prob_w), lung_shape).numpy(), out=coarse_up)
+    if full_prob is not None:
+        _crop(full_prob, lung_box)[...] = coarse_up.astype(np.float16)
+    if inf.fine_fusion == "fine":
+        coarse_up = None
+    cands: list[Candidate] = []
     for box in boxes:
         fine = prepare_crop(arr, sp, box, hu, inf.fine_spacing_mm, divisor=div, device=dev)
         pf = _predict(be, fine.image, spec, dev)
@@ -212,6 +220,20 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
     log.info("%d nodule candidates from %d coarse regions in %.2f s (%s on %s)", len(cands), n,
              timings["total"], be.name, be.device)
     return Detections(cands, _info(spec, be), full_prob, lung_box, timings)
+
+
+def _coarse_map(be: Backend, image: torch.Tensor, spec: ModelSpec, dev: torch.device, lung_labels: np.ndarray | None,
+                lung_box: Box, spacing_mm: float, roi: tuple[int, int, int] | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """One coarse pass over the lung box: (probability on its grid, zero beyond ``lung_margin_mm`` of the lungs;
+    the lung mask on the same grid, or None without one)."""
+    inf = spec.inference
+    prob = _predict(be, image, spec, dev, roi)[0, 0].float()
+    if lung_labels is None:
+        return prob.cpu().numpy(), None
+    lm = torch.from_numpy(np.ascontiguousarray(_crop(lung_labels, lung_box) > 0)).to(dev)
+    lm = resample(lm.float(), tuple(prob.shape), mode="trilinear") > 0.01
+    grow_vox = max(1, int(round(inf.lung_margin_mm / spacing_mm)))
+    return (prob * _dilate_cube(lm, grow_vox)).cpu().numpy(), lm.cpu().numpy()
 
 
 def _reduce_false_positives(cands: list[Candidate], fpr: FPReducer, hu: np.ndarray, spacing_xyz,
@@ -245,6 +267,15 @@ def _fuse(fine: np.ndarray, coarse_up: np.ndarray, box: Box, lung_box: Box, how:
 
 def _info(spec: ModelSpec, be: Backend) -> ModelInfo:
     return ModelInfo(name=spec.name, version=spec.version, backend=be.name, device=be.device)
+
+
+def _dilate_cube(mask: torch.Tensor, r: int) -> torch.Tensor:
+    """Binary dilation of a [D, H, W] mask by a (2r+1)³ cube, as three 1-D max pools (a cube is separable:
+    3·(2r+1) comparisons per voxel instead of (2r+1)³)."""
+    x = mask[None, None].float()
+    for k in ((2 * r + 1, 1, 1), (1, 2 * r + 1, 1), (1, 1, 2 * r + 1)):
+        x = torch.nn.functional.max_pool3d(x, k, stride=1, padding=tuple(v // 2 for v in k))
+    return x[0, 0] > 0
 
 
 def _crop(a: np.ndarray, box: Box) -> np.ndarray:

@@ -104,3 +104,20 @@ def test_onnx_backend_gives_the_same_candidates(small_study):
     for a, b in zip(det.candidates, ref.candidates):
         assert a.center_voxel == b.center_voxel
         assert abs(a.confidence - b.confidence) < 1e-3
+
+
+def test_lung_mask_growth_is_the_same_cube_dilation_as_scipy():
+    """The coarse pass keeps probabilities within lung_margin_mm of the lungs: the separable max pool grows
+    the mask exactly as a (2r+1)³ cube dilation would, also at the volume's borders."""
+    import numpy as np
+    import torch
+    from scipy import ndimage
+
+    from pipelines.infer import _dilate_cube
+
+    rng = np.random.default_rng(3)
+    m = rng.random((23, 31, 17)) > 0.995
+    m[0, 0, 0] = m[-1, -1, -1] = True
+    for r in (1, 4):
+        want = ndimage.binary_dilation(m, structure=np.ones((2 * r + 1,) * 3, bool))
+        assert np.array_equal(_dilate_cube(torch.from_numpy(m), r).numpy(), want)
