@@ -31,15 +31,20 @@ log = logging.getLogger(__name__)
 EVAL_SEED_MIN = 900000
 
 
-def collect(model: str, seeds: list[int], *, preset: str = "fast", cache_dir: Path | str | None = None,
-            device: torch.device | None = None) -> tuple[list[dict[str, float]], np.ndarray, np.ndarray]:
-    """(feature rows, labels 0/1, the seed of each row) of every candidate the detector gives on ``seeds``."""
+def check_seeds(seeds: list[int]) -> None:
+    """Refuse evaluation seeds and the network's own training and validation seeds."""
     bad = [s for s in seeds if s >= EVAL_SEED_MIN]
     if bad:
         raise ConfigError(f"seeds {bad[:5]} are evaluation seeds (>= {EVAL_SEED_MIN}); fit on other seeds")
     used = sorted(training_seeds() & set(seeds))
     if used:
         raise ConfigError(f"seeds {used[:5]} trained the network; fit the false-positive reduction on other seeds")
+
+
+def collect(model: str, seeds: list[int], *, preset: str = "fast", cache_dir: Path | str | None = None,
+            device: torch.device | None = None) -> tuple[list[dict[str, float]], np.ndarray, np.ndarray]:
+    """(feature rows, labels 0/1, the seed of each row) of every candidate the detector gives on ``seeds``."""
+    check_seeds(seeds)
     rows: list[dict[str, float]] = []
     labels: list[int] = []
     owner: list[int] = []

@@ -113,8 +113,11 @@ def test_the_default_card_carries_its_false_positive_reduction():
 
 @pytest.mark.parametrize("seeds, message", [
     ("abc", "START:STOP"),
+    ("3000:3010,full:3100", "START:STOP"),
+    ("3000:2990", "START:STOP"),
     ("900000:900002", "evaluation seeds"),
     ("1000:1002", "trained the network"),
+    ("3000:3002,full:1105:1107", "trained the network"),  # the thin-slice studies the network was trained on as well
 ])
 def test_train_fpr_refuses_bad_or_forbidden_seeds_in_one_line(seeds, message, capsys):
     from serving.cli import main
