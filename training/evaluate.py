@@ -108,7 +108,10 @@ def training_seeds(config: str = "nodule-unet-s") -> set[int]:
     from training.train import load_config
 
     cfg = load_config(config)
-    return set(range(*cfg.data.train_seeds)) | set(range(*cfg.data.val_seeds))
+    seeds = set(range(*cfg.data.train_seeds)) | set(range(*cfg.data.val_seeds))
+    for ex in cfg.data.extra:
+        seeds |= set(range(*ex.train_seeds)) | (set(range(*ex.val_seeds)) if ex.val_seeds else set())
+    return seeds
 
 
 def evaluate_synthetic(seeds: list[int], *, preset: str = "fast", model: str | None = None, backend: str = "torch",

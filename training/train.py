@@ -37,6 +37,15 @@ class _C(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ExtraData(_C):
+    """More studies from another preset (e.g. thin-slice ``full``): sampled like the main ones, study by study."""
+
+    preset: str
+    overrides: dict[str, Any] | None = None  # None: the main set's overrides
+    train_seeds: tuple[int, int]  # [start, stop)
+    val_seeds: tuple[int, int] | None = None
+
+
 class DataConfig(_C):
     preset: str = "fast"
     overrides: dict[str, Any] = Field(default_factory=dict)  # SynthConfig fields over the preset
@@ -48,6 +57,7 @@ class DataConfig(_C):
                                                                   "lung": 0.15})
     vessel_hu: float = -400.0
     val_patches_per_study: int = 6
+    extra: list[ExtraData] = Field(default_factory=list)
 
 
 class TrainConfig(_C):
@@ -164,6 +174,13 @@ def train(cfg: TrainConfig, run_dir: Path | str, *, device: torch.device | None 
     kw = {"overrides": cfg.data.overrides, "cache_dir": cache_dir, "num_workers": cfg.data.cache_workers}
     train_studies = cache_studies(list(range(*cfg.data.train_seeds)), cfg.data.preset, sampling, **kw)
     val_studies = cache_studies(list(range(*cfg.data.val_seeds)), cfg.data.preset, sampling, **kw)
+    for ex in cfg.data.extra:
+        kx = {**kw, "overrides": cfg.data.overrides if ex.overrides is None else ex.overrides}
+        train_studies = torch.utils.data.ConcatDataset(
+            [train_studies, cache_studies(list(range(*ex.train_seeds)), ex.preset, sampling, **kx)])
+        if ex.val_seeds is not None:
+            val_studies = torch.utils.data.ConcatDataset(
+                [val_studies, cache_studies(list(range(*ex.val_seeds)), ex.preset, sampling, **kx)])
     val = _val_set(val_studies, cfg, np.random.RandomState(cfg.seed + 1))
     log.info("data ready: %d train, %d val studies, %d val patches in %.1f s", len(train_studies),
              len(val_studies), len(val), time.perf_counter() - t0)
