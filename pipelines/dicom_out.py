@@ -315,6 +315,18 @@ def write_sr(
     return path
 
 
+def frame_segment_numbers(seg_ds: pydicom.Dataset) -> list[int | None]:
+    """The segment number of each frame of a DICOM SEG: from the frame's functional groups, or from the shared
+    ones (where highdicom puts it when the SEG has one segment); None where neither has it."""
+    shared = seg_ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg_ds else None
+    shared_no = None
+    if shared is not None and "SegmentIdentificationSequence" in shared:
+        shared_no = int(shared.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+    return [int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            if "SegmentIdentificationSequence" in fg else shared_no
+            for fg in seg_ds.PerFrameFunctionalGroupsSequence]
+
+
 def _referenced_segment(seg_ds: pydicom.Dataset, segment_number: int):
     """TID 1411 segment reference with the source images of that segment's frames.
 
@@ -323,16 +335,8 @@ def _referenced_segment(seg_ds: pydicom.Dataset, segment_number: int):
     """
     from highdicom.sr import ReferencedSegment, SourceImageForSegmentation
 
-    shared = seg_ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg_ds else None
-    shared_no = None
-    if shared is not None and "SegmentIdentificationSequence" in shared:
-        shared_no = int(shared.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
     refs: dict[str, str] = {}
-    for fg in seg_ds.PerFrameFunctionalGroupsSequence:
-        if "SegmentIdentificationSequence" in fg:
-            no = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        else:
-            no = shared_no
+    for fg, no in zip(seg_ds.PerFrameFunctionalGroupsSequence, frame_segment_numbers(seg_ds)):
         if no != segment_number:
             continue
         for der in getattr(fg, "DerivationImageSequence", []):

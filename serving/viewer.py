@@ -60,6 +60,9 @@ def seg_masks_by_slice(seg_path: Path, volume) -> dict[int, list[tuple[int, np.n
     slice_pos = np.array([float(np.dot(volume.voxel_to_mm((0, 0, k)), z_axis)) for k in range(volume.array.shape[0])])
     tol = max(min(volume.spacing_mm[2] / 2.0, 2.0), 0.01)
     out: dict[int, list[tuple[int, np.ndarray]]] = {}
+    from pipelines.dicom_out import frame_segment_numbers
+
+    seg_numbers = frame_segment_numbers(seg)
     for f, frame_fg in enumerate(seg.PerFrameFunctionalGroupsSequence):
         if f >= pixels.shape[0]:
             break
@@ -79,7 +82,9 @@ def seg_masks_by_slice(seg_path: Path, volume) -> dict[int, list[tuple[int, np.n
                 pass
         if k is None:
             continue
-        seg_no = int(frame_fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        seg_no = seg_numbers[f]
+        if seg_no is None:
+            continue
         mask = pixels[f] > 0
         if mask.shape != volume.array.shape[1:]:
             continue

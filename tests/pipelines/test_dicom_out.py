@@ -261,3 +261,25 @@ def test_real_lidc_series_seg_lands_on_the_readers_nodule(shared_data, tmp_path)
     sr = hd.sr.srread(write_sr(sources, seg_path, [f], None, tmp_path))
     (g,) = sr.content.get_volumetric_roi_measurement_groups()
     assert _group_values(g)["long"] == pytest.approx(f.long_axis_mm)
+
+
+def test_a_one_segment_seg_is_read_back_for_the_viewer(tmp_path):
+    """highdicom keeps a one-segment SEG's segment number in the shared functional groups: the viewer's
+    reader still puts every frame's outline on the right slice (a study with one AI finding)."""
+    from pipelines.dicom_out import frame_segment_numbers
+    from serving.viewer import seg_masks_by_slice
+
+    write_ct_series(tmp_path / "ct")
+    sources = read_sources(tmp_path / "ct")
+    vol = volume_of(sources)
+    m = make_masks()["n1"]
+    f = measure_mask(vol, m, use_image=False).to_ai_finding("n1", 0.9)
+    seg_path = write_seg(sources, {"n1": m}, [f], tmp_path / "out")
+    assert set(frame_segment_numbers(pydicom.dcmread(seg_path))) == {1}
+    by_k = seg_masks_by_slice(seg_path, vol)
+    rebuilt = np.zeros_like(m)
+    for k, items in by_k.items():
+        for seg_no, mask in items:
+            assert seg_no == 1
+            rebuilt[k] |= mask
+    assert np.array_equal(rebuilt, m)
