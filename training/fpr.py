@@ -41,6 +41,45 @@ def check_seeds(seeds: list[int]) -> None:
         raise ConfigError(f"seeds {used[:5]} trained the network; fit the false-positive reduction on other seeds")
 
 
+def parse_seed_groups(text: str, default_preset: str = "fast") -> list[tuple[str, list[int]]]:
+    """``"3000:3030,full:3100:3104"`` → [(preset, seeds), ...]; every group's preset and seeds are checked
+    (known preset, START < STOP, no evaluation or training seeds) before anything runs."""
+    from training.synthetic.config import load_tables
+
+    presets = load_tables().presets
+    groups = []
+    for part in text.split(","):
+        bits = part.strip().split(":")
+        try:
+            if len(bits) not in (2, 3):
+                raise ValueError
+            a, b = int(bits[-2]), int(bits[-1])
+            if b <= a:
+                raise ValueError
+        except ValueError as err:
+            raise ConfigError(f"--seeds must be [PRESET:]START:STOP groups (integers, START < STOP), "
+                              f"got {part!r}") from err
+        preset = bits[0] if len(bits) == 3 else default_preset
+        if preset not in presets:
+            raise ConfigError(f"unknown synthetic preset {preset!r} in --seeds; allowed: {sorted(presets)}")
+        check_seeds(list(range(a, b)))
+        groups.append((preset, list(range(a, b))))
+    return groups
+
+
+def collect_groups(model: str, groups: list[tuple[str, list[int]]], *, cache_dir: Path | str | None = None,
+                   device: torch.device | None = None) -> tuple[list[dict[str, float]], np.ndarray, np.ndarray]:
+    """:func:`collect` over several (preset, seeds) groups, concatenated."""
+    rows: list[dict[str, float]] = []
+    ys, owners = [], []
+    for preset, seeds in groups:
+        r, y, o = collect(model, seeds, preset=preset, cache_dir=cache_dir, device=device)
+        rows += r
+        ys.append(y)
+        owners.append(o)
+    return rows, np.concatenate(ys), np.concatenate(owners)
+
+
 def collect(model: str, seeds: list[int], *, preset: str = "fast", cache_dir: Path | str | None = None,
             device: torch.device | None = None) -> tuple[list[dict[str, float]], np.ndarray, np.ndarray]:
     """(feature rows, labels 0/1, the seed of each row) of every candidate the detector gives on ``seeds``."""

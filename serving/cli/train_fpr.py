@@ -22,34 +22,15 @@ def register(app: typer.Typer) -> None:
         json_path: str = typer.Option("-", "--json", help="Write the report JSON here ('-' = stdout)."),
     ) -> None:
         """Run the detector on training studies, fit the candidate scorer, write it to the card."""
-        from pipelines.errors import ConfigError
-        from training.fpr import check_seeds, collect, fit, write_to_card
+        from training.fpr import collect_groups, fit, parse_seed_groups, write_to_card
 
-        import numpy as np
-
-        groups = []
-        for part in seeds.split(","):
-            bits = part.strip().split(":")
-            try:
-                a, b = int(bits[-2]), int(bits[-1])
-                if len(bits) not in (2, 3) or b <= a:
-                    raise ValueError
-            except (ValueError, IndexError) as err:
-                raise ConfigError(f"--seeds must be [PRESET:]START:STOP groups (integers, START < STOP), "
-                                  f"got {part!r}") from err
-            groups.append((bits[0] if len(bits) == 3 else preset, list(range(a, b))))
-        for _, group in groups:
-            check_seeds(group)
+        groups = parse_seed_groups(seeds, preset)
         name = model
         if name is None:
             from models.registry import default_model_name
 
             name = default_model_name()
-        rows, ys, owners = [], [], []
-        for pre, group in groups:
-            r, y, o = collect(name, group, preset=pre, cache_dir=cache)
-            rows += r; ys.append(y); owners.append(o)
-        y, owner = np.concatenate(ys), np.concatenate(owners)
+        rows, y, owner = collect_groups(name, groups, cache_dir=cache)
         reducer, report = fit(rows, y, owner, l2=l2, keep_sensitivity=keep)
         if write:
             report["card"] = str(write_to_card(name, reducer))

@@ -115,6 +115,7 @@ def test_the_default_card_carries_its_false_positive_reduction():
     ("abc", "START:STOP"),
     ("3000:3010,full:3100", "START:STOP"),
     ("3000:2990", "START:STOP"),
+    ("nosuch:3000:3010", "unknown synthetic preset"),
     ("900000:900002", "evaluation seeds"),
     ("1000:1002", "trained the network"),
     ("3000:3002,full:1105:1107", "trained the network"),  # the thin-slice studies the network was trained on as well
