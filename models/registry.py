@@ -59,11 +59,11 @@ class InferenceSpec(_Spec):
     overlap: float = 0.25
     sw_batch_size: int = 2
     single_pass_max_voxels: int = 0  # an input up to this size runs whole (no sliding-window overlap)
-    # a second coarse pass in small windows (the training patch's size) at this spacing: with instance norm the
-    # network's output depends on the window's content, and small faint (ground-glass) nodules that a pass
-    # over the whole lung box misses are found in patch-sized windows; None: no second pass
-    window_pass_spacing_mm: float | None = None
-    window_pass_roi_size: tuple[int, int, int] | None = None  # None: the card's input.patch_size
+    # a second sweep of the lung box at this spacing, its probability fused with the coarse pass's by the voxel-wise
+    # maximum: the coarse pass keeps a large lesion whole, the finer one finds small faint (ground-glass) nodules
+    # that the coarse grid blurs away; None: no second pass
+    second_pass_spacing_mm: float | None = None
+    second_pass_roi_size: tuple[int, int, int] | None = None  # windows of this size; None: as the coarse pass
     candidate_threshold: float  # coarse-pass probability that makes a candidate region
     threshold: float  # fine-pass probability that makes the candidate's mask
     min_confidence: float  # candidates whose max fine probability is below this are dropped
@@ -73,7 +73,7 @@ class InferenceSpec(_Spec):
     # how the fine pass's probability is combined with the coarse pass's, resampled onto the same box:
     # "fine" (fine alone), "mean" (the two scales averaged: the coarse pass sees more context, which
     # keeps a large heterogeneous lesion whole), "max"
-    fine_fusion: Literal["fine", "mean", "max"] = "fine"
+    fine_fusion: Literal["fine", "mean", "max", "coarse"] = "fine"  # coarse: no fine prediction
     min_compactness: float = 0.0  # sphere-equivalent diameter / largest extent (vessels are long, nodules not)
     max_elongation: float = 1e9  # sqrt of the ratio of the two largest principal variances of the mask
     min_lung_fraction: float = 0.5  # at least this fraction of a candidate lies in the lung mask grown by …

@@ -9,7 +9,9 @@ Coarse then fine, only inside the lungs:
    ``fine_margin_mm``) that is resampled to ``fine_spacing_mm`` and predicted again; the fine probability
    is resampled back onto the volume's own grid inside that box;
    (``fine_fusion``: alone, or combined voxel by voxel with the coarse probability of the same box, whose
-   wider context keeps a large heterogeneous lesion whole);
+   wider context keeps a large heterogeneous lesion whole; ``coarse``: no fine prediction, the coarse
+   probability resampled onto the volume's grid is used, for a network whose output does not depend on the
+   crop (batch norm) swept at the fine spacing already);
 3. candidates are the connected components of fine probability ≥ ``threshold`` whose maximum
    probability (the candidate's ``confidence``) reaches ``min_confidence``, whose volume reaches
    ``min_volume_mm3``, which are compact (``min_compactness``, ``max_elongation``: vessels are not) and of which at least ``min_lung_fraction`` lies within ``lung_fraction_margin_mm``
@@ -155,14 +157,16 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
     coarse = prepare_crop(arr, sp, lung_box, hu, inf.coarse_spacing_mm, divisor=1, device=dev)
     timings["preprocess"] = time.perf_counter() - t
     t = time.perf_counter()
-    maps = [_coarse_map(be, coarse.image, spec, dev, lung_labels, lung_box, inf.coarse_spacing_mm, None)]
+    prob_c, lung_c, masks = _coarse_map(be, coarse.image, spec, dev, lung_labels, lung_box, inf.coarse_spacing_mm, None)
+    maps = [(prob_c, lung_c)]
     timings["coarse"] = time.perf_counter() - t
-    if inf.window_pass_spacing_mm is not None:
+    if inf.second_pass_spacing_mm is not None:  # a second sweep of the lung box at another spacing
         t = time.perf_counter()
-        win = prepare_crop(arr, sp, lung_box, hu, inf.window_pass_spacing_mm, divisor=1, device=dev)
-        roi = tuple(inf.window_pass_roi_size or spec.input.patch_size)
-        maps.append(_coarse_map(be, win.image, spec, dev, lung_labels, lung_box, inf.window_pass_spacing_mm, roi))
-        timings["window_pass"] = time.perf_counter() - t
+        win = prepare_crop(arr, sp, lung_box, hu, inf.second_pass_spacing_mm, divisor=1, device=dev)
+        roi = tuple(inf.second_pass_roi_size) if inf.second_pass_roi_size else None
+        maps.append(_coarse_map(be, win.image, spec, dev, lung_labels, lung_box, inf.second_pass_spacing_mm, roi,
+                                masks)[:2])
+        timings["second_pass"] = time.perf_counter() - t
 
     # 2. fine pass around each coarse region
     t = time.perf_counter()
@@ -186,7 +190,7 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
     if full_prob is not None or (boxes and inf.fine_fusion != "fine"):
         lung_shape = tuple(b[1] - b[0] for b in lung_box)
         coarse_up = resample(torch.from_numpy(maps[0][0]), lung_shape).numpy()
-        for prob_w, _ in maps[1:]:
+        for prob_w, _ in maps[1:]:  # the second coarse pass: voxel-wise maximum
             np.maximum(coarse_up, resample(torch.from_numpy(prob_w), lung_shape).numpy(), out=coarse_up)
     if full_prob is not None:
         _crop(full_prob, lung_box)[...] = coarse_up.astype(np.float16)
@@ -194,11 +198,14 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
         coarse_up = None
     cands: list[Candidate] = []
     for box in boxes:
-        fine = prepare_crop(arr, sp, box, hu, inf.fine_spacing_mm, divisor=div, device=dev)
-        pf = _predict(be, fine.image, spec, dev)
-        pn = resample(pf, tuple(b[1] - b[0] for b in box))[0, 0].float().cpu().numpy()
-        if coarse_up is not None:
-            pn = _fuse(pn, coarse_up, box, lung_box, inf.fine_fusion)
+        if inf.fine_fusion == "coarse":  # no second prediction: the coarse probability on the volume's grid
+            pn = _fuse(np.zeros(tuple(b[1] - b[0] for b in box), np.float32), coarse_up, box, lung_box, "max")
+        else:
+            fine = prepare_crop(arr, sp, box, hu, inf.fine_spacing_mm, divisor=div, device=dev)
+            pf = _predict(be, fine.image, spec, dev)
+            pn = resample(pf, tuple(b[1] - b[0] for b in box))[0, 0].float().cpu().numpy()
+            if coarse_up is not None:
+                pn = _fuse(pn, coarse_up, box, lung_box, inf.fine_fusion)
         if full_prob is not None:
             _crop(full_prob, box)[...] = np.maximum(_crop(full_prob, box), pn.astype(np.float16))
         cands.extend(c for c in _components(pn, box, inf.threshold, inf.min_confidence, inf.min_volume_mm3, vox_mm3)
@@ -223,17 +230,25 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
 
 
 def _coarse_map(be: Backend, image: torch.Tensor, spec: ModelSpec, dev: torch.device, lung_labels: np.ndarray | None,
-                lung_box: Box, spacing_mm: float, roi: tuple[int, int, int] | None) -> tuple[np.ndarray, np.ndarray | None]:
+                lung_box: Box, spacing_mm: float, roi: tuple[int, int, int] | None,
+                masks: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None, tuple[torch.Tensor, torch.Tensor] | None]:
     """One coarse pass over the lung box: (probability on its grid, zero beyond ``lung_margin_mm`` of the lungs;
-    the lung mask on the same grid, or None without one)."""
+    the lung mask on the same grid, or None without one; (lung mask, grown lung mask) as tensors).
+
+    ``masks``: an earlier pass's (lung mask, grown lung mask), resampled onto this pass's grid instead of growing
+    the mask again (a cube dilation on a fine grid costs more than the network)."""
     inf = spec.inference
     prob = _predict(be, image, spec, dev, roi)[0, 0].float()
     if lung_labels is None:
-        return prob.cpu().numpy(), None
-    lm = torch.from_numpy(np.ascontiguousarray(_crop(lung_labels, lung_box) > 0)).to(dev)
-    lm = resample(lm.float(), tuple(prob.shape), mode="trilinear") > 0.01
-    grow_vox = max(1, int(round(inf.lung_margin_mm / spacing_mm)))
-    return (prob * _dilate_cube(lm, grow_vox)).cpu().numpy(), lm.cpu().numpy()
+        return prob.cpu().numpy(), None, None
+    if masks is None:
+        lm = torch.from_numpy(np.ascontiguousarray(_crop(lung_labels, lung_box) > 0)).to(dev)
+        lm = resample(lm.float(), tuple(prob.shape), mode="trilinear") > 0.01
+        grown = _dilate_cube(lm, max(1, int(round(inf.lung_margin_mm / spacing_mm))))
+    else:
+        lm, grown = (resample(m, tuple(prob.shape), mode="nearest") > 0.5 for m in masks)
+    return (prob * grown).cpu().numpy(), lm.cpu().numpy(), (lm, grown)
 
 
 def _reduce_false_positives(cands: list[Candidate], fpr: FPReducer, hu: np.ndarray, spacing_xyz,

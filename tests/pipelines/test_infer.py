@@ -124,20 +124,20 @@ def test_lung_mask_growth_is_the_same_cube_dilation_as_scipy():
 
 
 def test_window_pass_adds_a_second_coarse_pass_and_still_finds_the_nodule(small_study, tmp_path):
-    """A card with ``window_pass_spacing_mm`` runs a second coarse pass in patch-sized windows (timed apart);
+    """A card with ``second_pass_spacing_mm`` runs a second coarse pass in patch-sized windows (timed apart);
     the nodule is still found and segmented."""
     import yaml
 
     from pipelines.paths import CONFIGS_DIR
 
     card = yaml.safe_load((CONFIGS_DIR / "models" / f"{load_spec().name}.yaml").read_text())
-    card["inference"]["window_pass_spacing_mm"] = 1.0
+    card["inference"]["second_pass_spacing_mm"] = 1.0
     card["default"] = False
     p = tmp_path / "windowed.yaml"
     p.write_text(yaml.safe_dump(card))
     s = small_study
     det = detect_nodules(s.volume, s.lung_labels, model=str(p), device=torch.device("cpu"), return_probabilities=True)
-    assert "window_pass" in det.timings_s
+    assert "second_pass" in det.timings_s
     (nod,) = s.truth["nodules"]
     truth = s.labels > 0
     hits = [c for c in det.candidates if (c.full_mask(truth.shape) & truth).sum() > 0.5 * truth.sum()]
