@@ -5,6 +5,9 @@ Coarse then fine, only inside the lungs:
 1. the bounding box of the lung mask, grown by ``lung_margin_mm``, is windowed and resampled to
    ``coarse_spacing_mm`` isotropic and swept by ``sliding_window_inference``; probabilities outside the
    (grown) lung mask are zeroed;
+   with ``second_pass_spacing_mm``, the lung box is swept again at that spacing and the two probabilities are
+   fused by the voxel-wise maximum (the coarser sweep keeps a large lesion whole, the finer one finds small
+   faint nodules);
 2. each connected region of the coarse probability ≥ ``candidate_threshold`` gives a box (grown by
    ``fine_margin_mm``) that is resampled to ``fine_spacing_mm`` and predicted again; the fine probability
    is resampled back onto the volume's own grid inside that box;

@@ -123,8 +123,8 @@ def test_lung_mask_growth_is_the_same_cube_dilation_as_scipy():
         assert np.array_equal(_dilate_cube(torch.from_numpy(m), r).numpy(), want)
 
 
-def test_window_pass_adds_a_second_coarse_pass_and_still_finds_the_nodule(small_study, tmp_path):
-    """A card with ``second_pass_spacing_mm`` runs a second coarse pass in patch-sized windows (timed apart);
+def test_second_pass_adds_a_second_sweep_and_still_finds_the_nodule(small_study, tmp_path):
+    """A card with ``second_pass_spacing_mm`` sweeps the lung box a second time at that spacing (timed apart);
     the nodule is still found and segmented."""
     import yaml
 
@@ -133,7 +133,7 @@ def test_window_pass_adds_a_second_coarse_pass_and_still_finds_the_nodule(small_
     card = yaml.safe_load((CONFIGS_DIR / "models" / f"{load_spec().name}.yaml").read_text())
     card["inference"]["second_pass_spacing_mm"] = 1.0
     card["default"] = False
-    p = tmp_path / "windowed.yaml"
+    p = tmp_path / "second-pass.yaml"
     p.write_text(yaml.safe_dump(card))
     s = small_study
     det = detect_nodules(s.volume, s.lung_labels, model=str(p), device=torch.device("cpu"), return_probabilities=True)
