@@ -202,7 +202,7 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
     cands: list[Candidate] = []
     for box in boxes:
         if inf.fine_fusion == "coarse":  # no second prediction: the coarse probability on the volume's grid
-            pn = _fuse(np.zeros(tuple(b[1] - b[0] for b in box), np.float32), coarse_up, box, lung_box, "max")
+            pn = _on_box(coarse_up, box, lung_box)
         else:
             fine = prepare_crop(arr, sp, box, hu, inf.fine_spacing_mm, divisor=div, device=dev)
             pf = _predict(be, fine.image, spec, dev)
@@ -271,15 +271,21 @@ def _reduce_false_positives(cands: list[Candidate], fpr: FPReducer, hu: np.ndarr
     return out
 
 
-def _fuse(fine: np.ndarray, coarse_up: np.ndarray, box: Box, lung_box: Box, how: str) -> np.ndarray:
-    """The fine probability on ``box`` combined with the coarse one (given on ``lung_box``'s grid; 0 outside)."""
-    c = np.zeros_like(fine)
+def _on_box(coarse_up: np.ndarray, box: Box, lung_box: Box) -> np.ndarray:
+    """The coarse probability (given on ``lung_box``'s grid) on ``box``'s grid; 0 outside the lung box."""
+    c = np.zeros(tuple(b[1] - b[0] for b in box), dtype=coarse_up.dtype)
     lo = [max(box[a][0], lung_box[a][0]) for a in range(3)]
     hi = [min(box[a][1], lung_box[a][1]) for a in range(3)]
     if all(h > l for l, h in zip(lo, hi)):
         dst = tuple(slice(lo[a] - box[a][0], hi[a] - box[a][0]) for a in range(3))
         src = tuple(slice(lo[a] - lung_box[a][0], hi[a] - lung_box[a][0]) for a in range(3))
         c[dst] = coarse_up[src]
+    return c
+
+
+def _fuse(fine: np.ndarray, coarse_up: np.ndarray, box: Box, lung_box: Box, how: str) -> np.ndarray:
+    """The fine probability on ``box`` combined with the coarse one (given on ``lung_box``'s grid; 0 outside)."""
+    c = _on_box(coarse_up, box, lung_box)
     return np.maximum(fine, c) if how == "max" else 0.5 * (fine + c)
 
 
