@@ -53,20 +53,20 @@ class InputSpec(_Spec):
 
 
 class InferenceSpec(_Spec):
-    coarse_spacing_mm: float  # the coarse pass over the lungs runs at this isotropic spacing
-    fine_spacing_mm: float  # the fine pass around each candidate runs at this isotropic spacing
+    coarse_spacing_mm: float = Field(gt=0)  # the coarse pass over the lungs runs at this isotropic spacing
+    fine_spacing_mm: float = Field(gt=0)  # the fine pass around each candidate runs at this isotropic spacing
     roi_size: tuple[int, int, int]  # sliding-window size (voxels)
-    overlap: float = 0.25
+    overlap: float = Field(0.25, ge=0, lt=1)
     sw_batch_size: int = 2
     single_pass_max_voxels: int = 0  # an input up to this size runs whole (no sliding-window overlap)
     # a second sweep of the lung box at this spacing, its probability fused with the coarse pass's by the voxel-wise
     # maximum: the coarse pass keeps a large lesion whole, the finer one finds small faint (ground-glass) nodules
     # that the coarse grid blurs away; None: no second pass
-    second_pass_spacing_mm: float | None = None
+    second_pass_spacing_mm: float | None = Field(None, gt=0)
     second_pass_roi_size: tuple[int, int, int] | None = None  # windows of this size; None: as the coarse pass
-    candidate_threshold: float  # coarse-pass probability that makes a candidate region
-    threshold: float  # fine-pass probability that makes the candidate's mask
-    min_confidence: float  # candidates whose max fine probability is below this are dropped
+    candidate_threshold: float = Field(ge=0, le=1)  # coarse-pass probability that makes a candidate region
+    threshold: float = Field(ge=0, le=1)  # fine-pass probability that makes the candidate's mask
+    min_confidence: float = Field(ge=0, le=1)  # candidates whose max fine probability is below this are dropped
     lung_margin_mm: float  # the lung mask's bounding box is grown by this much
     fine_margin_mm: float  # margin around a coarse candidate for its fine crop
     min_volume_mm3: float  # smaller components are dropped

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from models.backends import BundleBackend, OnnxRuntimeBackend, TorchBackend, create_backend, load_network
 from models.errors import ModelError
@@ -33,6 +34,21 @@ def test_unknown_model_and_backend_are_clear(tiny_card):
         create_backend(load_spec(str(tiny_card)), "tensorflow", CPU)
     with pytest.raises(ModelError, match="unknown architecture"):
         build_network("resnet50", {})
+
+
+@pytest.mark.parametrize("key, value", [("second_pass_spacing_mm", -1.0), ("coarse_spacing_mm", 0.0),
+                                        ("threshold", 1.5), ("overlap", 1.0)])
+def test_impossible_inference_settings_are_refused_with_where(tmp_path, key, value):
+    """A card whose inference block cannot be right (a spacing <= 0, a probability above 1) is refused when
+    loaded, naming the field, instead of running with it."""
+    from tests.models.conftest import write_card
+
+    p = write_card(tmp_path)
+    card = yaml.safe_load(p.read_text())
+    card["inference"][key] = value
+    p.write_text(yaml.safe_dump(card))
+    with pytest.raises(ModelError, match=f"invalid at inference.{key}"):
+        load_spec(str(p))
 
 
 def test_corrupt_weights_fail_with_hash_message(tiny_card):
