@@ -281,3 +281,14 @@ def test_tissue_hu_inside_the_real_series_ranges(study, shared_data):
                               ("soft_tissue", "mode", 25)):
         vals = [r[tissue][stat] for r in real]
         assert min(vals) - tol <= syn[tissue][stat] <= max(vals) + tol, (tissue, syn[tissue][stat], vals)
+
+
+@pytest.mark.parametrize("diameters", [(30.0, 40.0), (3.0, 5.0)])
+def test_relation_outside_the_diameter_range_draws_the_nearest_allowed_size(diameters):
+    """An under-sized report needs a 7.5-18 mm solid nodule; a config whose sizes do not reach that range gets the
+    nearest size it allows (this raised 'high - low < 0' for a masses-only config)."""
+    st = make_study(7, small(nodule_diameter_mm=diameters, n_nodules=(1, 1), p_no_nodule=0.0,
+                             report_relation="undersized"))
+    solid = [n for n in st.truth["nodules"] if n["composition"] == "solid"]
+    assert solid and all(diameters[0] <= n["nominal_diameter_mm"] <= diameters[1] for n in solid)
+    assert st.truth["report"]["requested_relation"] == "undersized" and st.report

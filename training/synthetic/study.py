@@ -70,8 +70,11 @@ def _draw_nodule_specs(cfg: SynthConfig, rng: np.random.Generator, relation: str
         if specs and need.get("first_solid_mm"):
             lo, hi = need["first_solid_mm"]
             specs[0]["composition"] = "solid"
-            specs[0]["diameter"] = float(rng.uniform(max(lo, cfg.nodule_diameter_mm[0]),
-                                                     max(min(hi, cfg.nodule_diameter_mm[1]), lo)))
+            # the relation's range clipped to the config's, so a config without overlap (masses only, say) gets
+            # the nearest size it allows instead of an empty range
+            dmin, dmax = cfg.nodule_diameter_mm
+            lo_s = float(np.clip(lo, dmin, dmax))
+            specs[0]["diameter"] = float(rng.uniform(lo_s, float(np.clip(hi, lo_s, dmax))))
     lo, hi = cfg.nodule_diameter_mm
     for s in specs:
         if s["diameter"] is None:
