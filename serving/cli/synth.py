@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Folder to write one sub-folder per study into."),
         n: int = typer.Option(1, "--n", min=1, max=10000, help="Number of studies."),
         seed: int = typer.Option(0, "--seed", min=0, help="Seed of the first study; study i uses seed + i."),
-        preset: str = typer.Option("fast", "--preset", help="fast | demo | full | clinical (configs/synthetic.yaml)."),
+        preset: str = typer.Option("fast", "--preset", help="fast | faint | demo | full | clinical (configs/synthetic.yaml)."),
         relation: str | None = typer.Option(None, "--relation",
                                             help="Force the report's relation to the truth (concordant, missed, "
                                                  "undersized, oversized, negative, hedged, phantom)."),

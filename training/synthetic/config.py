@@ -136,7 +136,7 @@ class SynthConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "SynthConfig":
-        """A named preset from ``configs/synthetic.yaml`` (``fast``, ``full``, ``clinical``), with overrides."""
+        """A named preset from ``configs/synthetic.yaml`` (``fast``, ``faint``, ``demo``, ``full``, ``clinical``), with overrides."""
         presets = load_tables().presets
         if name not in presets:
             raise ConfigError(f"unknown synthetic preset {name!r}; allowed: {sorted(presets)}")
