@@ -291,6 +291,7 @@ def run_ours(vol, dev) -> tuple[list, dict]:
     """Lung mask then ``detect_nodules`` (coarse then fine); candidate centres (LPS mm) and stage seconds."""
     from pipelines.infer import detect_nodules
     from pipelines.lungmask import segment_lungs
+    from training.evaluate import candidate_centres_mm
 
     t = time.perf_counter()
     lungs = segment_lungs(vol)
@@ -298,7 +299,7 @@ def run_ours(vol, dev) -> tuple[list, dict]:
     det = detect_nodules(vol, lungs.labels, device=dev)
     timings.update({f"detect_{k}": v for k, v in det.timings_s.items() if k != "total"})
     timings["detect"] = det.timings_s["total"]
-    return [vol.voxel_to_mm(c.center_voxel) for c in det.candidates], timings
+    return candidate_centres_mm(vol, det.candidates), timings
 
 
 def run_one(method: str, backend: str, study: Path, device: str, model: str | None, threads: int | None) -> dict:

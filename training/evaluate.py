@@ -100,7 +100,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def candidate_centres_mm(volume: Volume, cands: list[Candidate]) -> list[np.ndarray]:
-    return [volume.voxel_to_mm(c.center_voxel) for c in cands]
+    """Each candidate's centre in LPS mm: its fractional centroid (``center_ijk``), as LUNA16 scores
+    continuous coordinates; the rounded voxel only for a candidate made without one."""
+    return [candidate_centre_mm(volume, c) for c in cands]
+
+
+def candidate_centre_mm(volume: Volume, c: Candidate) -> np.ndarray:
+    return volume.voxel_to_mm(c.center_ijk if c.center_ijk is not None else c.center_voxel)
 
 
 # ----------------------------------------------------------------------------------------- synthetic
@@ -343,7 +349,7 @@ def evaluate_lidc_0001(folder: Path, *, model=None, backend="torch", device=None
         d = _equivalent_diameter(g["mask"], vol)
         r = max(d / 2.0, 5.0)
         hits = [n for n, c in enumerate(det.candidates)
-                if np.linalg.norm(vol.voxel_to_mm(c.center_voxel) - g["centre_mm"]) <= r
+                if np.linalg.norm(candidate_centre_mm(vol, c) - g["centre_mm"]) <= r
                 or (c.full_mask(vol.array.shape) & g["mask"]).any()]
         rec = {"readers": g["readers"], "consensus_voxels": int(g["mask"].sum()),
                "consensus_equivalent_diameter_mm_in_slab": round(d, 2), "found": bool(hits)}
@@ -355,7 +361,7 @@ def evaluate_lidc_0001(folder: Path, *, model=None, backend="torch", device=None
                         "candidate_voxels": int(c.mask.sum())})
         out["consensus_nodules"].append(rec)
     fps = [n for n, c in enumerate(det.candidates) if n not in used
-           and not any(np.linalg.norm(vol.voxel_to_mm(c.center_voxel) - o) < 10 for o in others)]
+           and not any(np.linalg.norm(candidate_centre_mm(vol, c) - o) < 10 for o in others)]
     out["false_positives"] = len(fps)
     return out
 

@@ -44,6 +44,11 @@ def test_candidates_are_crops_inside_the_lung_box(tmp_path):
         i, j, k = c.center_voxel
         assert k0 <= k < k1 and j0 <= j < j1 and i0 <= i < i1  # within the grown lung box
         assert 0.0 <= c.confidence <= 1.0
+        # the fractional centre (probability-weighted) lies within the mask's voxel extent, near the rounded one
+        lo = np.argwhere(c.mask).min(axis=0)[::-1] + np.asarray(c.offset[::-1])
+        hi = np.argwhere(c.mask).max(axis=0)[::-1] + np.asarray(c.offset[::-1])
+        assert c.center_ijk is not None and np.all(lo <= c.center_ijk) and np.all(np.asarray(c.center_ijk) <= hi)
+        assert np.all(np.abs(np.asarray(c.center_ijk) - np.asarray(c.center_voxel)) <= 1.0)
     assert "total" in det.timings_s
 
 

@@ -72,3 +72,21 @@ def test_lidc_contours_and_voc_boxes_read(shared_data):
     assert 15 < d < 40  # a large nodule (equivalent diameter in the slab, mm)
     boxes = parse_voc_boxes(shared_data / "ct" / "lung-pet-ct-dx-a0001" / "tumour-boxes")
     assert boxes and all(x1 > x0 and y1 > y0 for bs in boxes.values() for x0, y0, x1, y1 in bs)
+
+
+def test_candidate_centre_is_the_fractional_centroid_not_the_rounded_voxel():
+    """A 5 mm nodule on 2.5 mm slices spans two or three slices: its centre is scored where the mask's weight lies,
+    not snapped to a slice (which moves it by up to 1.25 mm, half the nodule's radius)."""
+    from pipelines.infer import Candidate
+    from pipelines.types import Volume
+    from training.evaluate import candidate_centres_mm
+
+    vol = Volume(array=np.zeros((10, 10, 10), np.float32), spacing_mm=(1.0, 1.0, 2.5), origin_mm=(0.0, 0.0, 0.0),
+                 direction=np.eye(3))
+    c = Candidate(mask=np.ones((2, 1, 1), bool), offset=(4, 5, 5), confidence=0.9, mean_probability=0.9,
+                  center_voxel=[5, 5, 4], volume_mm3=5.0, center_ijk=(5.0, 5.0, 4.5))
+    (centre,) = candidate_centres_mm(vol, [c])
+    assert centre[2] == pytest.approx(4.5 * 2.5)
+    c.center_ijk = None  # made without one: the rounded voxel
+    (centre,) = candidate_centres_mm(vol, [c])
+    assert centre[2] == pytest.approx(4 * 2.5)
