@@ -343,8 +343,9 @@ def _components(prob: np.ndarray, box: Box, threshold: float, min_conf: float, m
         if conf < min_conf or vol < min_vol:
             continue
         off = tuple(int(box[a][0] + sl[a].start) for a in range(3))
-        ck, cj, ci = (np.argwhere(m).mean(axis=0) + np.asarray(off))
-        wk, wj, wi = np.average(np.argwhere(m), axis=0, weights=p.astype(np.float64)) + np.asarray(off)
+        pts = np.argwhere(m)
+        ck, cj, ci = pts.mean(axis=0) + np.asarray(off)
+        wk, wj, wi = np.average(pts, axis=0, weights=p.astype(np.float64)) + np.asarray(off)
         out.append(Candidate(mask=m, offset=off, confidence=conf, mean_probability=float(p.mean()),  # type: ignore[arg-type]
                              center_voxel=[int(round(ci)), int(round(cj)), int(round(ck))], volume_mm3=vol,
                              center_ijk=(float(wi), float(wj), float(wk))))
