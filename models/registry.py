@@ -52,6 +52,28 @@ class InputSpec(_Spec):
     patch_size: tuple[int, int, int]  # training patch (voxels at spacing_mm)
 
 
+class EdgeGrowthSpec(_Spec):
+    """Growth of a candidate's mask out to the nodule's edge in the image (``pipelines.refine``).
+
+    The network's mask (probability ≥ ``threshold``) lies inside the nodule: a solid nodule loses its partial-volumed
+    border, a ground-glass or part-solid one its faint rim. Voxels within ``reach_mm`` of the mask, connected to it,
+    whose HU (smoothed by ``sigma_mm``) reaches the nodule's edge level are added. The lung level is the median HU of a
+    ``shell_mm`` shell around the mask over voxels below ``background_max_hu``. The edge level is, for a mask whose core
+    is solid (``configs/measurement.yaml`` composition), ``solid_edge_fraction`` of the way from the lung to the core's
+    median HU (0.5: the half-maximum edge); otherwise ``subsolid_delta_hu`` above the lung, and the growth is refused
+    when more than ``subsolid_max_solid_fraction`` of the added voxels are solid (a vessel, the chest wall).
+    """
+
+    reach_mm: float = Field(gt=0)
+    sigma_mm: float = Field(ge=0)
+    solid_edge_fraction: float | None = Field(None, gt=0, lt=1)  # None: solid masks are left as they are
+    subsolid_delta_hu: float | None = Field(None, gt=0)  # None: subsolid masks are left as they are
+    subsolid_max_solid_fraction: float = Field(0.08, ge=0, le=1)
+    shell_mm: tuple[float, float] = (4.0, 9.0)
+    background_max_hu: float = -600.0
+    min_background_voxels: int = Field(20, ge=1)
+
+
 class InferenceSpec(_Spec):
     coarse_spacing_mm: float = Field(gt=0)  # the coarse pass over the lungs runs at this isotropic spacing
     fine_spacing_mm: float = Field(gt=0)  # the fine pass around each candidate runs at this isotropic spacing
@@ -78,6 +100,7 @@ class InferenceSpec(_Spec):
     max_elongation: float = 1e9  # sqrt of the ratio of the two largest principal variances of the mask
     min_lung_fraction: float = 0.5  # at least this fraction of a candidate lies in the lung mask grown by …
     lung_fraction_margin_mm: float = 3.0  # … this margin (mediastinum, chest wall and hila are not nodules)
+    edge_growth: EdgeGrowthSpec | None = None  # grow masks out to the nodule's edge after detection; None: off
 
 
 class ModelSpec(_Spec):

@@ -21,6 +21,9 @@ Coarse then fine, only inside the lungs:
    of the lung mask (so the mediastinum, hila and chest wall inside the lung box give no candidates);
 4. when the model card has a ``fp_reduction`` block, each candidate is scored by it (``pipelines.fpr``) and
    that score becomes its ``confidence``; candidates below the block's ``min_score`` are dropped.
+5. with ``edge_growth``, each candidate's mask is grown out to the nodule's edge in the image: a solid one to its
+   half-maximum border, a subsolid one into its faint ground-glass rim (``pipelines.refine``); its centre and
+   confidence, the detection, do not change.
 
 A candidate's ``mask`` is a *crop*: a bool array [k, j, i] whose voxel (0, 0, 0) is voxel ``offset``
 (k, j, i) of the volume; ``full_mask(shape)`` gives it on the whole grid.
@@ -46,6 +49,7 @@ from models.registry import ModelSpec, load_spec
 from pipelines.errors import ModelError, PreprocessError
 from pipelines.fpr import candidate_features, feature_matrix
 from pipelines.preprocess import Box, grow_box, mask_box, prepare_crop, resample
+from pipelines.refine import refine_candidates
 from pipelines.types import ModelInfo, Volume
 
 log = logging.getLogger(__name__)
@@ -227,6 +231,10 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
         for c in cands:
             c.features = candidate_features(c.mask, c.offset, arr, sp, lung_labels, c.confidence,
                                             c.mean_probability, c.volume_mm3)
+    if inf.edge_growth is not None and not raw_candidates:  # 5. masks grown out to the nodule's edge
+        t = time.perf_counter()
+        refine_candidates(cands, arr, sp, inf.edge_growth, lung_labels)
+        timings["refine"] = time.perf_counter() - t
     cands.sort(key=lambda c: -c.confidence)
     timings["total"] = time.perf_counter() - t0
     timings = {k: round(v, 4) for k, v in timings.items()}

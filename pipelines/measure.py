@@ -616,14 +616,29 @@ def _max_3d_diameter(soft: np.ndarray, crop_kji_to_mm) -> float:
     return d
 
 
-def _composition(hu, m, volume, offset_ijk, plane, cfg: MeasurementConfig, use_image: bool):
-    """Composition from the HU of the core (mask eroded one voxel in-plane; the whole mask if too small)."""
-    cc = cfg.composition
+def core_hu(hu: np.ndarray, m: np.ndarray, cfg: MeasurementConfig) -> np.ndarray:
+    """The finite HU of a mask's core: the mask eroded one voxel in-plane (its partial-volumed rim does not vote),
+    the whole mask when the core has fewer than ``partial_volume.min_core_voxels``."""
     core = ndimage.binary_erosion(m, structure=_INPLANE)
     if int(core.sum()) < cfg.partial_volume.min_core_voxels:
         core = m
     vals = hu[core]
-    vals = vals[np.isfinite(vals)]
+    return vals[np.isfinite(vals)]
+
+
+def has_solid_core(hu: np.ndarray, m: np.ndarray, cfg: MeasurementConfig) -> bool:
+    """Whether the mask's core reads solid (or calcified): at least ``solid_min_fraction`` of its non-aerated voxels
+    at or above ``solid_min_hu``, as :func:`_composition` decides."""
+    cc = cfg.composition
+    vals = core_hu(hu, m, cfg)
+    tissue = vals[vals > cc.aerated_max_hu]
+    return bool(tissue.size) and float(np.mean(tissue >= cc.solid_min_hu)) >= cc.solid_min_fraction
+
+
+def _composition(hu, m, volume, offset_ijk, plane, cfg: MeasurementConfig, use_image: bool):
+    """Composition from the HU of the core (mask eroded one voxel in-plane; the whole mask if too small)."""
+    cc = cfg.composition
+    vals = core_hu(hu, m, cfg)
     if vals.size == 0:
         return "solid", 1.0, None, None
     mean_hu = float(vals.mean())
