@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from models.errors import ModelError
 from models.fpr import FPReducer
@@ -72,6 +72,13 @@ class EdgeGrowthSpec(_Spec):
     shell_mm: tuple[float, float] = (4.0, 9.0)
     background_max_hu: float = -600.0
     min_background_voxels: int = Field(20, ge=1)
+
+    @field_validator("shell_mm")
+    @classmethod
+    def _shell_is_a_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] < v[1]:
+            raise ValueError(f"shell_mm must be [inner, outer] mm with 0 <= inner < outer, got {list(v)}")
+        return v
 
 
 class InferenceSpec(_Spec):

@@ -138,3 +138,9 @@ def test_refine_changes_the_mask_and_volume_not_the_detection(spec):
     assert c.confidence == 0.8 and c.center_ijk == (32.0, 32.0, 20.0) and c.center_voxel == [32, 32, 20]
     assert c.volume_mm3 == pytest.approx(float(c.mask.sum()) * vox)
     assert c.volume_mm3 == pytest.approx(4 / 3 * np.pi * 5.0 ** 3, rel=0.2)  # the 5 mm-radius nodule, not the 3 mm centre
+
+
+def test_a_card_with_a_reversed_background_shell_is_refused(spec):
+    bad = spec.model_dump() | {"shell_mm": [9.0, 4.0]}
+    with pytest.raises(ValueError, match="shell_mm must be"):
+        EdgeGrowthSpec(**bad)
