@@ -1,8 +1,8 @@
 """Mask refinement after detection: each candidate's mask grown out to the nodule's edge in the image.
 
 The network's mask (probability at or above the card's ``threshold``) lies inside the nodule. A solid nodule loses
-its partial-volumed border (on the tuning seeds the mean diameter came out 0.5 mm short, and on ``lidc-idri-0001``
-the mask held 43 % of the readers' consensus, all of it inside); a ground-glass or part-solid nodule loses its faint
+its partial-volumed border (on the held-out synthetic set the mean diameter came out 0.54 mm short, and on
+``lidc-idri-0001`` the mask held 43 % of the readers' consensus, all of it inside); a ground-glass or part-solid nodule loses its faint
 rim, a few tens of HU above the lung, which is part of what a radiologist measures.
 
 For each candidate, the voxels that are
