@@ -57,6 +57,9 @@ class CompositionConfig(_Cfg):
     solid_min_fraction: float = Field(ge=0, le=1)
     ground_glass_max_solid_fraction: float = Field(ge=0, le=1)
     solid_component_min_mm: float = Field(ge=0)
+    # a solid component at least this large (mean of its axes, mm) makes a nodule part-solid whatever its share
+    # of the core (a large ground-glass nodule with a 6 mm solid part); None: the share alone decides
+    solid_component_decides_mm: float | None = Field(default=None, gt=0)
 
 
 class PartialVolumeConfig(_Cfg):
@@ -651,7 +654,8 @@ def _composition(hu, m, volume, offset_ijk, plane, cfg: MeasurementConfig, use_i
         return "calcified", solid_frac, mean_hu, None
     if solid_frac >= cc.solid_min_fraction:
         return "solid", solid_frac, mean_hu, None
-    if solid_frac <= cc.ground_glass_max_solid_fraction:
+    small_share = solid_frac <= cc.ground_glass_max_solid_fraction
+    if small_share and cc.solid_component_decides_mm is None:
         return "ground-glass", solid_frac, mean_hu, None
     solid = m & (hu >= cc.solid_min_hu)
     lab, n = ndimage.label(solid, structure=_CUBE)
@@ -663,7 +667,7 @@ def _composition(hu, m, volume, offset_ijk, plane, cfg: MeasurementConfig, use_i
     if section is None:
         return "ground-glass", solid_frac, mean_hu, None
     solid_mm = 0.5 * (section[0] + section[1])
-    if solid_mm < cc.solid_component_min_mm:
+    if solid_mm < cc.solid_component_min_mm or (small_share and solid_mm < cc.solid_component_decides_mm):
         return "ground-glass", solid_frac, mean_hu, None
     return "part-solid", solid_frac, mean_hu, float(solid_mm)
 

@@ -179,6 +179,25 @@ def test_part_solid_reports_its_solid_component():
     assert m.mean_diameter_mm == pytest.approx(14.0, abs=0.4)
 
 
+def test_a_large_solid_part_makes_a_large_ground_glass_nodule_part_solid_whatever_its_share():
+    # 26 mm ground-glass nodule with a 6 mm solid part: about 1.3 % of its volume, under the 5 % share rule
+    outer = ellipsoid((13.0, 13.0, 13.0))
+    vol, mask, _ = ct(outer, 0.7, 1.0, lesion_hu=-600.0)
+    k, j, i = np.indices(vol.array.shape)
+    p = vol.voxel_to_mm(np.column_stack([i.ravel(), j.ravel(), k.ravel()])).reshape(*vol.array.shape, 3)
+    vol.array[((p - outer.center_mm) ** 2).sum(-1) <= 9.0] = 40.0
+    cfg = load_measurement_config()
+    m = measure_mask(vol, mask, config=cfg)
+    assert m.composition == "part-solid" and m.solid_component_mm == pytest.approx(6.0, abs=1.0)
+    share_only = cfg.model_copy(update={"composition": cfg.composition.model_copy(
+        update={"solid_component_decides_mm": None})})
+    assert measure_mask(vol, mask, config=share_only).composition == "ground-glass"
+    # a small solid speck (a vessel in cross-section) does not: the nodule stays ground-glass
+    vol2, mask2, _ = ct(outer, 0.7, 1.0, lesion_hu=-600.0)
+    vol2.array[((p - outer.center_mm) ** 2).sum(-1) <= 2.0 ** 2] = 40.0
+    assert measure_mask(vol2, mask2, config=cfg).composition == "ground-glass"
+
+
 # ----------------------------------------------------------------------------------------- location
 def test_side_lobe_instance_number_and_centre():
     shape = ellipsoid((4.0, 4.0, 4.0), center=(80.0, 10.0, -150.0))  # +x = patient left
