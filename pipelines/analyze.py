@@ -136,24 +136,35 @@ def finish_study(prepared: PreparedStudy, detections, options: AnalyzeOptions | 
     ai_findings: list[AIFinding] = []
     masks: dict[str, np.ndarray] = {}
     measurements = {}
+    reserve: list[AIFinding] = []  # candidates the model set apart, for report-guided matching only
     with timer.stage("measure"):
         order = sorted(detections.candidates, key=lambda c: -float(c.confidence))
+        rejected = list(getattr(detections, "rejected", []))
+        if rejected and _points_at_images(parsed):
+            order += rejected
         for n, cand in enumerate(order, start=1):
-            fid = f"ai-{n}"
+            kept = n <= len(detections.candidates)
+            fid = f"ai-{n}" if kept else f"ai-g{n - len(detections.candidates)}"
             mask = cand.full_mask(volume.array.shape) if hasattr(cand, "full_mask") else cand.mask
             try:
                 m = measure_mask(volume, mask, lung_labels=lungs.labels, lobe_labels=lungs.lobes)
             except PrereadError as err:  # a candidate too small or degenerate to measure
                 log.info("candidate %s not measurable: %s", fid, err)
                 continue
-            ai_findings.append(m.to_ai_finding(fid, float(cand.confidence)))
+            (ai_findings if kept else reserve).append(m.to_ai_finding(fid, float(cand.confidence)))
             masks[fid] = mask
             measurements[fid] = m
 
     with timer.stage("compare"):
         cmp = compare(ai_findings, parsed.findings, parsed.context, waited_s=opts.waited_s,
                       slice_spacing_mm=float(volume.spacing_mm[2]),
-                      ai_available=bool(getattr(detections, "ok", True)))
+                      ai_available=bool(getattr(detections, "ok", True)), reserve=reserve)
+        taken = {m.ai for m in cmp.matches if m.report_guided}
+        ai_findings += [a for a in reserve if a.id in taken]  # a set-apart candidate the report points at
+        for a in reserve:
+            if a.id not in taken:
+                masks.pop(a.id, None)
+                measurements.pop(a.id, None)
 
     artifacts: dict = {}
     if opts.overlays_dir is not None or opts.dicom_dir is not None or out is not None:
@@ -236,6 +247,12 @@ def _write_artifacts(out: Path | None, opts, ingested, volume, ai_findings, mask
             artifacts["seg"] = str(seg)
             artifacts["sr"] = str(sr)
     return artifacts
+
+
+def _points_at_images(parsed) -> bool:
+    """Whether any positive report finding names an image (only then can a set-apart candidate be taken)."""
+    return any(not f.negated and f.image_ref is not None and f.image_ref.image is not None
+               for f in getattr(parsed, "findings", []))
 
 
 def _report_size_text(cmp, parsed) -> dict[str, str]:

@@ -44,9 +44,11 @@ from pipelines.guidelines import Category, Guideline, normalize_composition, sel
 from pipelines.matching import (
     MatchingConfig,
     MatchResult,
+    ReportGuidedConfig,
     finding_lobe,
     finding_side,
     match_findings,
+    report_guided_pairs,
     report_mean_diameter,
 )
 from pipelines.paths import config_path
@@ -116,6 +118,7 @@ class DiscordanceConfig(_Strict):
     sources: list[str] = Field(min_length=1)
     tolerance: ToleranceConfig
     matching: MatchingConfig
+    report_guided: ReportGuidedConfig = ReportGuidedConfig(enabled=False, image_mm=5.0)
     policy: PolicyConfig
     priority: PriorityConfig
 
@@ -277,6 +280,7 @@ def compare(
     immunocompromised: bool = False,
     risk: str | None = None,
     guideline: Guideline | None = None,
+    reserve: list[AIFinding] | None = None,
 ) -> Comparison:
     """Compare the AI's nodules with the report's under the applicable guideline.
 
@@ -284,6 +288,11 @@ def compare(
     report-side info is kept). ``slice_spacing_mm`` converts report image numbers to mm for matching.
     ``risk`` is the Fleischner patient risk ('low'/'high'; default from the context's extra ``risk`` field,
     else ``policy.default_risk``). ``guideline`` overrides the selection from the context.
+
+    Report-guided (``report_guided`` in the settings): a report finding no confident AI finding matches may take
+    an AI finding below ``policy.min_ai_confidence``, or one of ``reserve`` (candidates the model set apart),
+    where the report points at it (:func:`pipelines.matching.report_guided_pairs`). Its match says
+    ``report_guided``, and so does the sentence of any flag it raises.
     """
     cfg = config or load_discordance_config()
     if waited_s is None or not math.isfinite(float(waited_s)) or waited_s < 0:
@@ -323,7 +332,26 @@ def compare(
 
     match = match_findings(ai, positive, cfg.matching, slice_spacing_mm=slice_spacing_mm) if ai_available \
         else MatchResult(pairs=[], unmatched_ai=[], unmatched_report=[r.id for r in positive])
-    matches = [Match(ai=p.ai, report=p.report, distance_mm=p.distance_mm) for p in match.pairs]
+    guided_ids: set[str] = set()
+    if ai_available and match.unmatched_report and cfg.report_guided.enabled:
+        confident = {a.id for a in ai}
+        pool = [a for a in list(ai_findings) + list(reserve or []) if a.id not in confident
+                and str(a.kind).lower() in {k.lower() for k in cfg.policy.ai_nodule_kinds}
+                and a.mean_diameter_mm and a.mean_diameter_mm > 0]
+        open_report = [r for r in positive if r.id in set(match.unmatched_report)]
+        guided = report_guided_pairs(pool, open_report, cfg.matching, cfg.report_guided,
+                                     slice_spacing_mm=slice_spacing_mm)
+        if guided:
+            guided_ids = {p.ai for p in guided}
+            ai = ai + [a for a in pool if a.id in guided_ids]
+            taken = {p.report for p in guided}
+            match = MatchResult(pairs=sorted(match.pairs + guided, key=lambda p: (p.report, p.ai)),
+                                unmatched_ai=match.unmatched_ai,
+                                unmatched_report=[r for r in match.unmatched_report if r not in taken])
+            notes.extend(f"report finding {p.report} took AI finding {p.ai}, below the AI's own threshold, where the "
+                         f"report points (report-guided)" for p in guided)
+    matches = [Match(ai=p.ai, report=p.report, distance_mm=p.distance_mm, report_guided=p.ai in guided_ids)
+               for p in match.pairs]
     matches += [Match(ai=a, report=None, distance_mm=None) for a in match.unmatched_ai]
     matches += [Match(ai=None, report=r, distance_mm=None) for r in match.unmatched_report]
 
@@ -370,6 +398,10 @@ def compare(
         flag, cat_a = _compare_pair(study, a, rf, report_cats.get(rf.id), pair_count)
         ai_cats.append(cat_a)
         if flag:
+            if a.id in guided_ids:
+                flag.discordance.explanation += (
+                    f" The AI found this nodule only where the report points (its confidence {a.confidence:.2f} is "
+                    f"below its own threshold of {cfg.policy.min_ai_confidence:g}).")
             flags.append(flag)
 
     # unmatched AI nodules: missed_finding / report_negative_ai_positive

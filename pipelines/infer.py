@@ -20,7 +20,9 @@ Coarse then fine, only inside the lungs:
    ``min_volume_mm3``, which are compact (``min_compactness``, ``max_elongation``: vessels are not) and of which at least ``min_lung_fraction`` lies within ``lung_fraction_margin_mm``
    of the lung mask (so the mediastinum, hila and chest wall inside the lung box give no candidates);
 4. when the model card has a ``fp_reduction`` block, each candidate is scored by it (``pipelines.fpr``) and
-   that score becomes its ``confidence``; candidates below the block's ``min_score`` are dropped.
+   that score becomes its ``confidence``; candidates below the block's ``min_score`` are set apart
+   (``Detections.rejected``): never findings on their own, but the comparison may take one that a report
+   points at (``configs/discordance.yaml``, ``report_guided``).
 5. with ``edge_growth``, each candidate's mask is grown out to the nodule's edge in the image: a solid one to its
    half-maximum border, a subsolid one into its faint ground-glass rim (``pipelines.refine``); its centre and
    confidence, the detection, do not change.
@@ -90,6 +92,9 @@ class Detections:
     probabilities: np.ndarray | None = None  # float16 [k, j, i] on the volume's grid (when asked for)
     lung_box: Box | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
+    # candidates the false-positive reduction scored below its ``min_score`` (their ``confidence`` is that score):
+    # never findings on their own, but a report that points at one lets the comparison take it (report-guided)
+    rejected: list[Candidate] = field(default_factory=list)
 
 
 @functools.lru_cache(maxsize=8)
@@ -225,22 +230,24 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
         cands = [c for c in cands
                  if _lung_fraction(c, lung_labels, inf.lung_fraction_margin_mm, sp) >= inf.min_lung_fraction]
     cands = _dedupe(cands)
+    rejected: list[Candidate] = []
     if spec.fp_reduction is not None and not raw_candidates:
-        cands = _reduce_false_positives(cands, spec.fp_reduction, arr, sp, lung_labels)
+        cands, rejected = _reduce_false_positives(cands, spec.fp_reduction, arr, sp, lung_labels)
     elif raw_candidates:
         for c in cands:
             c.features = candidate_features(c.mask, c.offset, arr, sp, lung_labels, c.confidence,
                                             c.mean_probability, c.volume_mm3)
     if inf.edge_growth is not None and not raw_candidates:  # 5. masks grown out to the nodule's edge
         t = time.perf_counter()
-        refine_candidates(cands, arr, sp, inf.edge_growth, lung_labels)
+        refine_candidates(cands + rejected, arr, sp, inf.edge_growth, lung_labels)
         timings["refine"] = time.perf_counter() - t
     cands.sort(key=lambda c: -c.confidence)
+    rejected.sort(key=lambda c: -c.confidence)
     timings["total"] = time.perf_counter() - t0
     timings = {k: round(v, 4) for k, v in timings.items()}
     log.info("%d nodule candidates from %d coarse regions in %.2f s (%s on %s)", len(cands), n,
              timings["total"], be.name, be.device)
-    return Detections(cands, _info(spec, be), full_prob, lung_box, timings)
+    return Detections(cands, _info(spec, be), full_prob, lung_box, timings, rejected)
 
 
 def _coarse_map(be: Backend, image: torch.Tensor, spec: ModelSpec, dev: torch.device, lung_labels: np.ndarray | None,
@@ -266,20 +273,19 @@ def _coarse_map(be: Backend, image: torch.Tensor, spec: ModelSpec, dev: torch.de
 
 
 def _reduce_false_positives(cands: list[Candidate], fpr: FPReducer, hu: np.ndarray, spacing_xyz,
-                            lung_labels: np.ndarray | None) -> list[Candidate]:
-    """Score each candidate with the card's second stage; keep those reaching ``fpr.min_score``."""
+                            lung_labels: np.ndarray | None) -> tuple[list[Candidate], list[Candidate]]:
+    """Score each candidate with the card's second stage: (those reaching ``fpr.min_score``, the others)."""
     if not cands:
-        return cands
+        return cands, []
     rows = [candidate_features(c.mask, c.offset, hu, spacing_xyz, lung_labels, c.confidence, c.mean_probability,
                                c.volume_mm3) for c in cands]
     scores = fpr.score(feature_matrix(rows, fpr.features))
-    out = []
+    out, rejected = [], []
     for c, f, s in zip(cands, rows, scores):
         c.network_confidence, c.confidence, c.features = c.confidence, float(s), f
-        if s >= fpr.min_score:
-            out.append(c)
+        (out if s >= fpr.min_score else rejected).append(c)
     log.debug("false-positive reduction kept %d of %d candidates", len(out), len(cands))
-    return out
+    return out, rejected
 
 
 def _on_box(coarse_up: np.ndarray, box: Box, lung_box: Box) -> np.ndarray:

@@ -49,6 +49,17 @@ _LOBE_WORDS = {
 }
 
 
+class ReportGuidedConfig(BaseModel):
+    """When a report may take an AI finding the AI itself would not raise (``configs/discordance.yaml``,
+    ``report_guided``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    # the report's image within this distance (mm, through-plane) of the finding's slice
+    image_mm: float = Field(gt=0)
+
+
 class MatchingConfig(BaseModel):
     """Weights and gates of the matching cost (``configs/discordance.yaml``, ``matching``)."""
 
@@ -238,3 +249,51 @@ def match_findings(
     log.debug("matched %d pairs; %d AI and %d report findings unmatched", len(pairs), len(result.unmatched_ai),
               len(result.unmatched_report))
     return result
+
+
+def report_guided_pairs(
+    ai_findings: list[AIFinding],
+    report_findings: list[ReportFinding],
+    cfg: MatchingConfig,
+    guided: ReportGuidedConfig,
+    *,
+    slice_spacing_mm: float | None = None,
+) -> list[Pair]:
+    """Pairs of report findings with AI findings the AI itself would not raise, where the report points at them.
+
+    Stricter than :func:`match_findings`: a pair needs the report's side (stated, or from its lobe) to equal the
+    finding's, the same lobe when both name one, and the report's referenced image within ``guided.image_mm`` of
+    the finding's slice; sizes too far apart (``max_size_ratio`` and ``min_size_gap_mm``) are never paired. A
+    report finding without an image reference or a side takes none. One-to-one, least cost first.
+    """
+    if not guided.enabled or not ai_findings or not report_findings:
+        return []
+    mm_per_image = float(slice_spacing_mm) if slice_spacing_mm else cfg.default_mm_per_image
+    cost = np.full((len(ai_findings), len(report_findings)), np.inf)
+    dist: dict[tuple[int, int], float | None] = {}
+    for j, r in enumerate(report_findings):
+        image = getattr(r.image_ref, "image", None) if r.image_ref is not None else None
+        side_r, lobe_r, d_r = finding_side(r.location), finding_lobe(r.location), report_mean_diameter(r)
+        if image is None or side_r is None:
+            continue
+        for i, a in enumerate(ai_findings):
+            lobe_a = finding_lobe(a.location)
+            if finding_side(a.location) != side_r or (lobe_a and lobe_r and lobe_a != lobe_r):
+                continue
+            if a.instance_number is None or abs(int(image) - int(a.instance_number)) * mm_per_image > guided.image_mm:
+                continue
+            if d_r is not None:
+                d_a = float(a.mean_diameter_mm)
+                if (max(d_a, d_r) / max(min(d_a, d_r), 1e-6) > cfg.max_size_ratio
+                        and abs(d_a - d_r) > cfg.min_size_gap_mm):
+                    continue
+            cost[i, j], dist[(i, j)] = pair_cost(a, r, cfg, mm_per_image)
+    if not np.isfinite(cost).any():
+        return []
+    forbidden = float(np.nanmax(np.where(np.isfinite(cost), cost, 0.0))) * 1e3 + 1e6
+    rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, forbidden))
+    pairs = [Pair(ai=ai_findings[i].id, report=report_findings[j].id, cost=float(cost[i, j]),
+                  distance_mm=None if dist[(i, j)] is None else round(float(dist[(i, j)]), 2))
+             for i, j in zip(rows, cols) if np.isfinite(cost[i, j])]
+    log.debug("report-guided: %d pairs", len(pairs))
+    return pairs

@@ -154,6 +154,9 @@ class Match(_Model):
     ai: str | None = None
     report: str | None = None
     distance_mm: float | None = None
+    # the AI finding is one the AI would not raise itself (below its confidence threshold), taken because the
+    # report points at it (configs/discordance.yaml, report_guided)
+    report_guided: bool = False
 
 
 DiscordanceType = Literal[

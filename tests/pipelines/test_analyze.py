@@ -52,6 +52,50 @@ def test_report_negative_study_is_major_discordance_with_artifacts(negative_stud
         assert result.timings_s[stage] >= 0
 
 
+_LOBE_WORDS = {"RUL": "right upper lobe", "RML": "right middle lobe", "RLL": "right lower lobe",
+               "LUL": "left upper lobe", "LLL": "left lower lobe"}
+
+
+def test_a_set_apart_candidate_is_taken_only_where_the_report_points(negative_study, tmp_path):
+    """A candidate the model set apart (below its false-positive reduction's threshold) is no finding on its own;
+    a report finding on its lobe and image takes it (report-guided), and it then travels with the findings."""
+    from pipelines.analyze import finish_study, prepare_study, run_model
+    from pipelines.measure import measure_mask
+    from pipelines.report import parse_report
+
+    opts = AnalyzeOptions(overlays=False, dicom_out=True)
+    prep = prepare_study(negative_study / "dicom", "No pulmonary nodules.", opts)
+    det = run_model(prep, opts)
+    assert det.candidates, "the model finds the study's nodules"
+    set_apart = det.candidates[0]  # as if the reduction had scored it 0.001, and kept no other candidate
+    det.candidates = []
+    set_apart.confidence = 0.001
+    det.rejected.insert(0, set_apart)
+    m = measure_mask(prep.volume, set_apart.full_mask(prep.volume.array.shape), lung_labels=prep.lungs.labels,
+                     lobe_labels=prep.lungs.lobes)
+    assert m.location.lobe in _LOBE_WORDS
+    size = round(m.mean_diameter_mm + 10)
+
+    def report(image: int) -> str:
+        return f"Findings: There is a {size} mm nodule in the {_LOBE_WORDS[m.location.lobe]} (series 3, image {image})."
+
+    prep.parsed = parse_report(report(m.instance_number))
+    pointed = finish_study(prep, det, opts, out_dir=tmp_path / "pointed")
+    guided = [x for x in pointed.matches if x.report_guided]
+    assert len(guided) == 1 and guided[0].ai == "ai-g1", (pointed.matches, pointed.ai_findings, prep.parsed.findings)
+    taken = next(a for a in pointed.ai_findings if a.id == "ai-g1")
+    assert taken.confidence == pytest.approx(0.001) and taken.instance_number == m.instance_number
+    assert all("only where the report points" in d.explanation for d in pointed.discordances if d.ai == "ai-g1")
+    seg = pydicom.dcmread(pointed.model_extra["artifacts"]["seg"])
+    assert len(seg.SegmentSequence) == len(pointed.ai_findings)  # the taken candidate is segmented too
+
+    prep2 = prepare_study(negative_study / "dicom", report(m.instance_number + 60), opts)
+    elsewhere = finish_study(prep2, det, opts)
+    assert not any(x.report_guided for x in elsewhere.matches)
+    assert "ai-g1" not in {a.id for a in elsewhere.ai_findings}
+    assert ("unconfirmed_report_finding", "minor") in {(d.type, d.severity) for d in elsewhere.discordances}
+
+
 def test_cli_analyze_writes_study_result_json(negative_study, tmp_path):
     out = tmp_path / "result.json"
     rc = main(["analyze", str(negative_study / "dicom"), "--report", str(negative_study / "report.txt"),

@@ -328,6 +328,66 @@ def test_an_ai_finding_below_the_operating_confidence_raises_no_flag():
     assert ("report_negative_ai_positive", "major") in types(high)
 
 
+# -- report-guided: a low-confidence AI finding where the report points ------------------------------------------
+def test_oversized_report_takes_a_low_confidence_finding_on_its_image():
+    # report: 16 mm LLL part-solid nodule on image 165; the AI's only finding there scored 0.18 (below 0.5).
+    # Without the report it raises nothing; with the report pointing at it, the size gap is a major change.
+    low = ai("ai-3", d=7.9, lobe="LLL", side="left", comp="part-solid", solid=5.0, inst=165, conf=0.18)
+    r = rep("r3", sizes=(16,), lobe="LLL", side="left", comp="part-solid", image=165)
+    cmp = compare([low], [r], SCREENING, slice_spacing_mm=1.25)
+    assert ("category_change", "major") in types(cmp)
+    m = next(m for m in cmp.matches if m.report == "r3")
+    assert m.ai == "ai-3" and m.report_guided
+    flag = next(d for d in cmp.discordances if d.type == "category_change")
+    assert "only where the report points" in flag.explanation and "0.18" in flag.explanation
+    # the same finding and report without the image reference: no pairing, the report finding stays unconfirmed
+    r_no_image = rep("r3", sizes=(16,), lobe="LLL", side="left", comp="part-solid")
+    plain = compare([low], [r_no_image], SCREENING, slice_spacing_mm=1.25)
+    assert types(plain) == [("unconfirmed_report_finding", "minor")]
+    assert not any(m.report_guided for m in plain.matches)
+
+
+@pytest.mark.parametrize("where", ["other lobe", "other side", "far image"])
+def test_report_guided_pairing_needs_the_reports_place(where):
+    kw = {"other lobe": dict(lobe="LUL", side="left", inst=165), "other side": dict(lobe="RLL", side="right", inst=165),
+          "far image": dict(lobe="LLL", side="left", inst=171)}[where]  # 6 images x 1.25 mm = 7.5 mm > 5 mm
+    low = ai("ai-3", d=7.9, conf=0.18, **kw)
+    cmp = compare([low], [rep("r3", sizes=(16,), lobe="LLL", side="left", image=165)], SCREENING,
+                  slice_spacing_mm=1.25)
+    assert not any(m.report_guided for m in cmp.matches)
+    assert not [d for d in cmp.discordances if d.severity == "major"]
+
+
+def test_a_confident_match_is_not_replaced_by_a_report_guided_one():
+    good = ai("ai-1", d=15.5, lobe="LLL", side="left", inst=160, conf=0.9)
+    low = ai("ai-2", d=6.0, lobe="LLL", side="left", inst=165, conf=0.1)
+    cmp = compare([good, low], [rep("r3", sizes=(16,), lobe="LLL", side="left", image=165)], SCREENING,
+                  slice_spacing_mm=1.25)
+    assert [(m.ai, m.report_guided) for m in cmp.matches if m.report == "r3"] == [("ai-1", False)]
+
+
+def test_a_set_apart_candidate_is_taken_only_from_the_reserve_when_the_report_points_at_it():
+    # the model's false-positive reduction set the candidate apart (score 0.002): it is not an AI finding, but the
+    # comparison may take it from the reserve for a report finding on its image
+    reserve = [ai("ai-g1", d=3.5, lobe="LUL", side="left", inst=63, conf=0.002)]
+    r = rep("r1", sizes=(12, 9), lobe="LUL", side="left", image=63)
+    cmp = compare([], [r], INCIDENTAL, slice_spacing_mm=1.25, reserve=reserve)
+    assert ("category_change", "major") in types(cmp)
+    assert [(m.ai, m.report_guided) for m in cmp.matches] == [("ai-g1", True)]
+    phantom = compare([], [rep("r1", sizes=(12, 9), lobe="LUL", side="left", image=90)], INCIDENTAL,
+                      slice_spacing_mm=1.25, reserve=reserve)
+    assert types(phantom) == [("unconfirmed_report_finding", "minor")]
+
+
+def test_report_guided_matching_can_be_turned_off():
+    cfg = load_discordance_config()
+    off = cfg.model_copy(update={"report_guided": cfg.report_guided.model_copy(update={"enabled": False})})
+    low = ai("ai-3", d=7.9, lobe="LLL", side="left", inst=165, conf=0.18)
+    cmp = compare([low], [rep("r3", sizes=(16,), lobe="LLL", side="left", image=165)], SCREENING,
+                  slice_spacing_mm=1.25, config=off)
+    assert types(cmp) == [("unconfirmed_report_finding", "minor")]
+
+
 def test_priority_grows_with_margin_confidence_and_waiting():
     def p(d=9.0, conf=0.9, waited=0.0):
         return compare([ai(d=d, conf=conf, u=0.5)], [rep(sizes=(4,))], INCIDENTAL, waited_s=waited).priority
