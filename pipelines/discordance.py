@@ -343,7 +343,9 @@ def compare(
                                      slice_spacing_mm=slice_spacing_mm)
         if guided:
             guided_ids = {p.ai for p in guided}
-            ai = ai + [a for a in pool if a.id in guided_ids]
+            widen = cfg.report_guided.uncertainty_factor
+            ai = ai + [a.model_copy(update={"uncertainty_mm": cfg.tolerance.ai_uncertainty(a.uncertainty_mm) * widen})
+                       for a in pool if a.id in guided_ids]
             taken = {p.report for p in guided}
             match = MatchResult(pairs=sorted(match.pairs + guided, key=lambda p: (p.report, p.ai)),
                                 unmatched_ai=match.unmatched_ai,

@@ -58,6 +58,11 @@ class ReportGuidedConfig(BaseModel):
     enabled: bool = True
     # the report's image within this distance (mm, through-plane) of the finding's slice
     image_mm: float = Field(gt=0)
+    # when both state a composition, solid vs ground-glass and calcified vs not calcified never pair
+    composition_must_agree: bool = True
+    # the finding's size uncertainty is multiplied by this in the comparison (a candidate below the detector's
+    # threshold is often a fragment of the nodule, its mask less sure than a confident one's)
+    uncertainty_factor: float = Field(default=1.0, ge=1.0)
 
 
 class MatchingConfig(BaseModel):
@@ -251,6 +256,13 @@ def match_findings(
     return result
 
 
+def _contradicts(comp_a: str | None, comp_r: str | None) -> bool:
+    """Solid vs ground-glass, or calcified vs not calcified (part-solid lies between solid and ground-glass)."""
+    if not comp_a or not comp_r or comp_a == comp_r:
+        return False
+    return "calcified" in (comp_a, comp_r) or {comp_a, comp_r} == {"solid", "ground-glass"}
+
+
 def report_guided_pairs(
     ai_findings: list[AIFinding],
     report_findings: list[ReportFinding],
@@ -262,8 +274,8 @@ def report_guided_pairs(
     """Pairs of report findings with AI findings the AI itself would not raise, where the report points at them.
 
     Stricter than :func:`match_findings`: a pair needs the report's side (stated, or from its lobe) to equal the
-    finding's, the same lobe when both name one, and the report's referenced image within ``guided.image_mm`` of
-    the finding's slice; sizes too far apart (``max_size_ratio`` and ``min_size_gap_mm``) are never paired. A
+    finding's, the same lobe when both name one, the report's referenced image within ``guided.image_mm`` of
+    the finding's slice, and (``composition_must_agree``) no contradicting composition; sizes too far apart (``max_size_ratio`` and ``min_size_gap_mm``) are never paired. A
     report finding without an image reference or a side takes none. One-to-one, least cost first.
     """
     if not guided.enabled or not ai_findings or not report_findings:
@@ -281,6 +293,8 @@ def report_guided_pairs(
             if finding_side(a.location) != side_r or (lobe_a and lobe_r and lobe_a != lobe_r):
                 continue
             if a.instance_number is None or abs(int(image) - int(a.instance_number)) * mm_per_image > guided.image_mm:
+                continue
+            if guided.composition_must_agree and _contradicts(_composition(a.composition), _composition(r.composition)):
                 continue
             if d_r is not None:
                 d_a = float(a.mean_diameter_mm)
