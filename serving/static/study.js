@@ -68,7 +68,9 @@ function renderResult(d) {
     Preread.el("div", {}, Preread.el("div", { class: "note" }, "Report"), reportSentence(d.report_text || "", byRep[m.report])),
     Preread.el("div", {}, Preread.el("div", { class: "note" }, "AI"),
       m.ai ? findingText(byAi[m.ai]) : Preread.el("span", { class: "note" }, "not found by the AI"),
-      m.distance_mm != null ? Preread.el("div", { class: "note" }, `${fmt(m.distance_mm)} mm apart`) : ""))));
+      m.distance_mm != null ? Preread.el("div", { class: "note" }, `${fmt(m.distance_mm)} mm apart`) : "",
+      m.report_guided ? Preread.el("div", { class: "note guided" },
+        "below the AI's own threshold: taken because the report points at it") : ""))));
 }
 
 function renderReviews(list) {
