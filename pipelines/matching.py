@@ -58,6 +58,9 @@ class ReportGuidedConfig(BaseModel):
     enabled: bool = True
     # the report's image within this distance (mm, through-plane) of the finding's slice
     image_mm: float = Field(gt=0)
+    # when both name a lobe, they must be the same (false: a different lobe on the same side costs
+    # ``lobe_mismatch_cost_mm`` as in the main matching; lobes from the lung mask are approximate)
+    same_lobe: bool = True
     # when both state a composition, solid vs ground-glass and calcified vs not calcified never pair
     composition_must_agree: bool = True
     # the finding's size uncertainty is multiplied by this in the comparison (a candidate below the detector's
@@ -290,7 +293,7 @@ def report_guided_pairs(
             continue
         for i, a in enumerate(ai_findings):
             lobe_a = finding_lobe(a.location)
-            if finding_side(a.location) != side_r or (lobe_a and lobe_r and lobe_a != lobe_r):
+            if finding_side(a.location) != side_r or (guided.same_lobe and lobe_a and lobe_r and lobe_a != lobe_r):
                 continue
             if a.instance_number is None or abs(int(image) - int(a.instance_number)) * mm_per_image > guided.image_mm:
                 continue

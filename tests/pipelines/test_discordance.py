@@ -347,15 +347,38 @@ def test_oversized_report_takes_a_low_confidence_finding_on_its_image():
     assert not any(m.report_guided for m in plain.matches)
 
 
-@pytest.mark.parametrize("where", ["other lobe", "other side", "far image"])
+@pytest.mark.parametrize("where", ["other side", "far image", "contradicting composition"])
 def test_report_guided_pairing_needs_the_reports_place(where):
-    kw = {"other lobe": dict(lobe="LUL", side="left", inst=165), "other side": dict(lobe="RLL", side="right", inst=165),
-          "far image": dict(lobe="LLL", side="left", inst=171)}[where]  # 6 images x 1.25 mm = 7.5 mm > 5 mm
+    kw = {"other side": dict(lobe="RLL", side="right", inst=165),
+          "far image": dict(lobe="LLL", side="left", inst=171),  # 6 images x 1.25 mm = 7.5 mm > 5 mm
+          "contradicting composition": dict(lobe="LLL", side="left", inst=165, comp="ground-glass")}[where]
     low = ai("ai-3", d=7.9, conf=0.18, **kw)
-    cmp = compare([low], [rep("r3", sizes=(16,), lobe="LLL", side="left", image=165)], SCREENING,
+    cmp = compare([low], [rep("r3", sizes=(16,), lobe="LLL", side="left", image=165, comp="solid")], SCREENING,
                   slice_spacing_mm=1.25)
     assert not any(m.report_guided for m in cmp.matches)
     assert not [d for d in cmp.discordances if d.severity == "major"]
+
+
+def test_report_guided_lobe_rule_follows_the_settings():
+    # the lung mask's lobes are approximate: by default a neighbouring lobe on the reported side and image pairs
+    # (costing lobe_mismatch_cost_mm); with same_lobe it does not
+    low = ai("ai-3", d=7.9, conf=0.18, lobe="LUL", side="left", inst=165)
+    r = rep("r3", sizes=(16,), lobe="LLL", side="left", image=165)
+    cfg = load_discordance_config()
+    assert any(m.report_guided for m in compare([low], [r], SCREENING, slice_spacing_mm=1.25).matches)
+    strict = cfg.model_copy(update={"report_guided": cfg.report_guided.model_copy(update={"same_lobe": True})})
+    assert not any(m.report_guided
+                   for m in compare([low], [r], SCREENING, slice_spacing_mm=1.25, config=strict).matches)
+
+
+def test_a_report_guided_size_gap_within_the_widened_uncertainty_is_borderline():
+    # report 6 mm, a sub-threshold candidate of 3.5 mm at its place: with a confident finding of that size this would
+    # be a major change; the candidate's doubled uncertainty makes it borderline
+    r = rep("r1", sizes=(6,), image=50)
+    confident = compare([ai(d=3.5, u=1.2, conf=0.9)], [r], INCIDENTAL, slice_spacing_mm=1.0)
+    assert ("category_change", "major") in types(confident)
+    guided = compare([ai(d=3.5, u=1.2, conf=0.1)], [r], INCIDENTAL, slice_spacing_mm=1.0)
+    assert types(guided) == [("borderline", "minor")] and guided.matches[0].report_guided
 
 
 def test_a_confident_match_is_not_replaced_by_a_report_guided_one():
