@@ -166,6 +166,7 @@ class _Flag:
     discordance: Discordance
     margin_share: float  # 0..1, how far past the threshold
     confidence: float  # 0..1, the AI's confidence (0 when no AI finding is involved)
+    raises: bool = False  # a category_change to a higher category than the report's
 
 
 # -- wording ---------------------------------------------------------------------------------------------------
@@ -401,6 +402,10 @@ def compare(
         ai_cats.append(cat_a)
         if flag:
             if a.id in guided_ids:
+                d = flag.discordance
+                if d.severity == "major" and cfg.report_guided.no_major_upgrade and flag.raises:
+                    d.type, d.severity, flag.margin_share = "borderline", "minor", 0.0
+                    d.explanation += " Not major: the AI would raise the report's category only by a candidate below its own threshold."
                 flag.discordance.explanation += (
                     f" The AI found this nodule only where the report points (its confidence {a.confidence:.2f} is "
                     f"below its own threshold of {cfg.policy.min_ai_confidence:g}).")
@@ -550,7 +555,7 @@ def _compare_pair(study: _Study, a: AIFinding, rf: ReportFinding, cat_r: Categor
     return _Flag(Discordance(
         type="category_change", severity="major", guideline=g.name, report_category=cat_r.code,
         ai_category=cat_a.code, ai=a.id, report=rf.id, explanation=f"{report_part} {ai_part}{direction}.",
-    ), margin_share, float(a.confidence)), cat_a
+    ), margin_share, float(a.confidence), raises=rank_up), cat_a
 
 
 def _compare_unmatched_ai(study: _Study, a: AIFinding, report_study: Category, count: int,

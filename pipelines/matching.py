@@ -66,6 +66,9 @@ class ReportGuidedConfig(BaseModel):
     # the finding's size uncertainty is multiplied by this in the comparison (a candidate below the detector's
     # threshold is often a fragment of the nodule, its mask less sure than a confident one's)
     uncertainty_factor: float = Field(default=1.0, ge=1.0)
+    # a pair whose AI size would raise the report's category gives at most a minor (borderline) flag: the AI does
+    # not raise management on a candidate it does not believe itself (false: such pairs may give a major)
+    no_major_upgrade: bool = True
 
 
 class MatchingConfig(BaseModel):

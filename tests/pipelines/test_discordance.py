@@ -402,6 +402,23 @@ def test_a_set_apart_candidate_is_taken_only_from_the_reserve_when_the_report_po
     assert types(phantom) == [("unconfirmed_report_finding", "minor")]
 
 
+def test_a_report_guided_pair_never_raises_management_to_major():
+    # report: 3 mm RLL nodule on image 68; at that place only a 12.7 mm candidate the AI scores 0.39 (below 0.5).
+    # The AI does not raise the category on a candidate it does not believe: minor, with the reason given
+    low = ai("ai-2", d=12.7, lobe="RLL", side="right", inst=68, conf=0.39)
+    r = rep("r1", sizes=(3, 3), lobe="RLL", side="right", image=68)
+    cmp = compare([low], [r], SCREENING, slice_spacing_mm=1.25)
+    assert types(cmp) == [("borderline", "minor")] and cmp.matches[0].report_guided
+    assert "below its own threshold" in cmp.discordances[0].explanation
+    cfg = load_discordance_config()
+    allowed = cfg.model_copy(update={"report_guided": cfg.report_guided.model_copy(update={"no_major_upgrade": False})})
+    assert types(compare([low], [r], SCREENING, slice_spacing_mm=1.25, config=allowed)) == [
+        ("category_change", "major")]
+    # a confident finding of that size is major as ever
+    assert types(compare([ai("ai-2", d=12.7, lobe="RLL", side="right", inst=68, conf=0.9)], [r], SCREENING,
+                         slice_spacing_mm=1.25)) == [("category_change", "major")]
+
+
 def test_report_guided_matching_can_be_turned_off():
     cfg = load_discordance_config()
     off = cfg.model_copy(update={"report_guided": cfg.report_guided.model_copy(update={"enabled": False})})
