@@ -302,8 +302,10 @@ def compare(
     if risk not in ("low", "high"):
         raise DiscordanceError(f"unknown patient risk {risk!r}", hint="use 'low' or 'high'")
 
-    ai = [a for a in ai_findings if str(a.kind).lower() in {k.lower() for k in cfg.policy.ai_nodule_kinds}
-          and a.confidence >= cfg.policy.min_ai_confidence and a.mean_diameter_mm and a.mean_diameter_mm > 0]
+    nodule_kinds = {k.lower() for k in cfg.policy.ai_nodule_kinds}
+    sized_nodules = [a for a in ai_findings
+                     if str(a.kind).lower() in nodule_kinds and a.mean_diameter_mm and a.mean_diameter_mm > 0]
+    ai = [a for a in sized_nodules if a.confidence >= cfg.policy.min_ai_confidence]
     report_all = _relevant_report(report_findings, cfg.policy.report_nodule_kinds)
     positive = [r for r in report_all if not r.negated]
     # "... and 2 additional nodules as described": no size, no place, no image - a restatement of findings
@@ -336,9 +338,9 @@ def compare(
     guided_ids: set[str] = set()
     if ai_available and match.unmatched_report and cfg.report_guided.enabled:
         confident = {a.id for a in ai}
-        pool = [a for a in list(ai_findings) + list(reserve or []) if a.id not in confident
-                and str(a.kind).lower() in {k.lower() for k in cfg.policy.ai_nodule_kinds}
-                and a.mean_diameter_mm and a.mean_diameter_mm > 0]
+        pool = [a for a in sized_nodules if a.id not in confident] + [
+            a for a in reserve or [] if str(a.kind).lower() in nodule_kinds and a.mean_diameter_mm
+            and a.mean_diameter_mm > 0]
         open_report = [r for r in positive if r.id in set(match.unmatched_report)]
         guided = report_guided_pairs(pool, open_report, cfg.matching, cfg.report_guided,
                                      slice_spacing_mm=slice_spacing_mm)

@@ -172,6 +172,23 @@ class MatchResult:
         return [p.ai for p in self.pairs if p.report == report_id]
 
 
+def _sizes_far_apart(d_a: float, d_r: float, cfg: MatchingConfig) -> bool:
+    """More than ``max_size_ratio`` times and more than ``min_size_gap_mm`` apart: not the same nodule by size."""
+    ratio = max(d_a, d_r) / max(min(d_a, d_r), 1e-6)
+    return ratio > cfg.max_size_ratio and abs(d_a - d_r) > cfg.min_size_gap_mm
+
+
+def _assign(cost: np.ndarray, dist: dict, ai_ids: list[str], report_ids: list[str], max_cost: float) -> list[Pair]:
+    """One-to-one least-cost assignment (Hungarian); pairs that are infinite or cost more than ``max_cost`` are
+    left out."""
+    forbidden = max_cost * 1e3 + 1.0
+    solvable = np.where(np.isfinite(cost) & (cost <= max_cost), cost, forbidden)
+    rows, cols = linear_sum_assignment(solvable)
+    return [Pair(ai=ai_ids[i], report=report_ids[j], cost=float(cost[i, j]),
+                 distance_mm=None if dist[(i, j)] is None else round(float(dist[(i, j)]), 2))
+            for i, j in zip(rows, cols) if solvable[i, j] < forbidden]
+
+
 def pair_cost(a: AIFinding, r: ReportFinding, cfg: MatchingConfig, mm_per_image: float) -> tuple[float, float | None]:
     """(cost, distance_mm) of pairing ``a`` with ``r``; cost is ``math.inf`` for a forbidden pair."""
     side_a, side_r = finding_side(a.location), finding_side(r.location)
@@ -191,11 +208,10 @@ def pair_cost(a: AIFinding, r: ReportFinding, cfg: MatchingConfig, mm_per_image:
     if d_r is not None:
         d_a = float(a.mean_diameter_mm)
         gap = abs(d_a - d_r)
-        ratio = max(d_a, d_r) / max(min(d_a, d_r), 1e-6)
         # sizes far apart are a different nodule, unless the report points at the AI's slice or lobe
         image_agrees = dz is not None and dz <= cfg.image_agree_mm
         lobe_agrees = lobe_a is not None and lobe_a == lobe_r
-        if ratio > cfg.max_size_ratio and gap > cfg.min_size_gap_mm and not (image_agrees or lobe_agrees):
+        if _sizes_far_apart(d_a, d_r, cfg) and not (image_agrees or lobe_agrees):
             return math.inf, None
         cost += cfg.size_cost_per_mm * gap
         terms.append(gap)
@@ -243,13 +259,7 @@ def match_findings(
                 c, d = pair_cost(a, r, cfg, mm_per_image)
                 cost[i, j] = c
                 dist[(i, j)] = d
-        forbidden = cfg.max_cost_mm * 1e3 + 1.0
-        solvable = np.where(np.isfinite(cost) & (cost <= cfg.max_cost_mm), cost, forbidden)
-        rows, cols = linear_sum_assignment(solvable)
-        for i, j in zip(rows, cols):
-            if solvable[i, j] < forbidden:
-                pairs.append(Pair(ai=ai_findings[i].id, report=slots[j].id, cost=float(cost[i, j]),
-                                  distance_mm=None if dist[(i, j)] is None else round(float(dist[(i, j)]), 2)))
+        pairs = _assign(cost, dist, [a.id for a in ai_findings], [r.id for r in slots], cfg.max_cost_mm)
     matched_ai = {p.ai for p in pairs}
     matched_report = {p.report for p in pairs}
     result = MatchResult(
@@ -280,8 +290,9 @@ def report_guided_pairs(
     """Pairs of report findings with AI findings the AI itself would not raise, where the report points at them.
 
     Stricter than :func:`match_findings`: a pair needs the report's side (stated, or from its lobe) to equal the
-    finding's, the same lobe when both name one, the report's referenced image within ``guided.image_mm`` of
-    the finding's slice, and (``composition_must_agree``) no contradicting composition; sizes too far apart (``max_size_ratio`` and ``min_size_gap_mm``) are never paired. A
+    finding's, the same lobe when both name one (``same_lobe``; else a lobe mismatch only costs), the report's
+    referenced image within ``guided.image_mm`` of the finding's slice, and (``composition_must_agree``) no
+    contradicting composition; sizes too far apart (``max_size_ratio`` and ``min_size_gap_mm``) never pair. A
     report finding without an image reference or a side takes none. One-to-one, least cost first.
     """
     if not guided.enabled or not ai_findings or not report_findings:
@@ -302,18 +313,13 @@ def report_guided_pairs(
                 continue
             if guided.composition_must_agree and _contradicts(_composition(a.composition), _composition(r.composition)):
                 continue
-            if d_r is not None:
-                d_a = float(a.mean_diameter_mm)
-                if (max(d_a, d_r) / max(min(d_a, d_r), 1e-6) > cfg.max_size_ratio
-                        and abs(d_a - d_r) > cfg.min_size_gap_mm):
-                    continue
+            if d_r is not None and _sizes_far_apart(float(a.mean_diameter_mm), d_r, cfg):
+                continue
             cost[i, j], dist[(i, j)] = pair_cost(a, r, cfg, mm_per_image)
     if not np.isfinite(cost).any():
         return []
-    forbidden = float(np.nanmax(np.where(np.isfinite(cost), cost, 0.0))) * 1e3 + 1e6
-    rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, forbidden))
-    pairs = [Pair(ai=ai_findings[i].id, report=report_findings[j].id, cost=float(cost[i, j]),
-                  distance_mm=None if dist[(i, j)] is None else round(float(dist[(i, j)]), 2))
-             for i, j in zip(rows, cols) if np.isfinite(cost[i, j])]
+    # no cost cap: the gates above decide what may pair
+    cap = float(cost[np.isfinite(cost)].max())
+    pairs = _assign(cost, dist, [a.id for a in ai_findings], [r.id for r in report_findings], cap)
     log.debug("report-guided: %d pairs", len(pairs))
     return pairs
