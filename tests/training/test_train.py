@@ -65,3 +65,30 @@ def test_smoke_train_logs_checkpoints_resumes_and_publishes(tiny_setup):
     p.write_bytes(p.read_bytes()[:-7] + b"garbage")
     with pytest.raises(ModelError, match="sha256"):
         load_network(spec)
+
+
+def test_per_patch_dice_counts_a_missed_small_nodule_as_much_as_a_found_large_one():
+    """With ``dice_per_patch`` a 2-voxel-wide nodule the network misses costs half the Dice term even beside a
+    perfectly segmented large nodule (a batch Dice hardly notices it); patches without nodule add only
+    cross-entropy."""
+    from monai.losses import DiceCELoss
+
+    from training.train import PerPatchDiceCE
+
+    y = torch.zeros(3, 1, 16, 16, 16)
+    y[0, 0, 2:14, 2:14, 2:14] = 1  # large nodule
+    y[1, 0, 7:9, 7:9, 7:9] = 1  # small nodule
+    logits = torch.full_like(y, -12.0)
+    logits[0][y[0] > 0] = 12.0  # the large one found, the small one missed, nothing on the empty patch
+    per_patch = PerPatchDiceCE(lambda_dice=1.0, lambda_ce=0.0)(logits, y)
+    batch = DiceCELoss(sigmoid=True, batch=True, lambda_dice=1.0, lambda_ce=0.0)(logits, y)
+    assert per_patch.item() == pytest.approx(0.5, abs=0.01)
+    assert batch.item() < 0.01
+    # a sliver below dice_min_voxels (the small nodule has 8 voxels) gets no Dice term
+    assert PerPatchDiceCE(lambda_dice=1.0, lambda_ce=0.0, min_voxels=9)(logits, y).item() < 0.01
+    # an empty patch alone: no Dice term, only cross-entropy (zero for a confident right answer)
+    assert PerPatchDiceCE()(logits[2:], y[2:]).item() < 1e-4
+    # a false positive on an empty patch is paid through cross-entropy
+    fp = logits[2:].clone()
+    fp[0, 0, 4:8, 4:8, 4:8] = 12.0
+    assert PerPatchDiceCE()(fp, y[2:]).item() > 0.1
