@@ -99,6 +99,9 @@ class InferenceSpec(_Spec):
     lung_margin_mm: float  # the lung mask's bounding box is grown by this much
     fine_margin_mm: float  # margin around a coarse candidate for its fine crop
     min_volume_mm3: float  # smaller components are dropped
+    # test-time mirroring: the probability is the mean of the prediction and of the predictions of the input
+    # mirrored along these axes of [D, H, W] (0: slices, 1: rows, 2: columns); each axis costs one more sweep
+    tta_flips: list[Literal[0, 1, 2]] = Field(default_factory=list)
     # how the fine pass's probability is combined with the coarse pass's, resampled onto the same box:
     # "fine" (fine alone), "mean" (the two scales averaged: the coarse pass sees more context, which
     # keeps a large heterogeneous lesion whole), "max"

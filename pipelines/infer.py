@@ -116,6 +116,18 @@ def get_model(model: str | None = None, backend: str = "torch",
 @torch.no_grad()
 def _predict(backend: Backend, image: torch.Tensor, spec: ModelSpec, device: torch.device,
              roi_size: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Probabilities for ``image`` [1, 1, D, H, W]; with the card's ``tta_flips``, the mean of the prediction and
+    of the predictions of the image mirrored along each of those axes (0 = D, 1 = H, 2 = W), mirrored back."""
+    prob = _predict_once(backend, image, spec, device, roi_size)
+    flips = spec.inference.tta_flips
+    for axis in flips:
+        dim = 2 + axis
+        prob = prob + torch.flip(_predict_once(backend, torch.flip(image, (dim,)), spec, device, roi_size), (dim,))
+    return prob / (1 + len(flips)) if flips else prob
+
+
+def _predict_once(backend: Backend, image: torch.Tensor, spec: ModelSpec, device: torch.device,
+                  roi_size: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Probabilities for ``image``: whole when it is small enough, else ``sliding_window_inference``.
     ``roi_size`` given: always in windows of that size."""
     inf = spec.inference

@@ -148,3 +148,24 @@ def test_second_pass_adds_a_second_sweep_and_still_finds_the_nodule(small_study,
     hits = [c for c in det.candidates if (c.full_mask(truth.shape) & truth).sum() > 0.5 * truth.sum()]
     assert hits
     assert float(det.probabilities[truth].max()) >= 0.5
+
+
+def test_tta_flips_average_the_mirrored_predictions():
+    """With ``tta_flips`` the probability is the mean of the plain prediction and the prediction of each mirrored
+    input mirrored back: a network that favours one side of the image is evened out along that axis only."""
+    from pipelines.infer import _predict
+
+    spec = load_spec()
+    ramp = torch.linspace(0, 1, 16).view(1, 1, 1, 1, 16)
+
+    def lopsided(x):  # "probability" rising along W whatever the image
+        return x * ramp
+
+    x = torch.rand(1, 1, 16, 16, 16)
+    plain = _predict(lopsided, x, spec, torch.device("cpu"))
+    assert torch.allclose(plain, x * ramp)
+    mirrored = spec.model_copy(update={"inference": spec.inference.model_copy(update={"tta_flips": [2]})})
+    both = _predict(lopsided, x, mirrored, torch.device("cpu"))
+    assert torch.allclose(both, x * 0.5 * (ramp + torch.flip(ramp, (4,))))  # flat: 0.5 everywhere
+    other_axis = spec.model_copy(update={"inference": spec.inference.model_copy(update={"tta_flips": [0]})})
+    assert torch.allclose(_predict(lopsided, x, other_axis, torch.device("cpu")), x * ramp)  # ramp along W kept
