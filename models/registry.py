@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.errors import ModelError
 from models.fpr import FPReducer
@@ -102,6 +102,14 @@ class InferenceSpec(_Spec):
     # test-time mirroring: the probability is the mean of the prediction and of the predictions of the input
     # mirrored along these axes of [D, H, W] (0: slices, 1: rows, 2: columns); each axis costs one more sweep
     tta_flips: list[Literal[0, 1, 2]] = Field(default_factory=list)
+    # hysteresis for small components: a component at ``threshold`` smaller than ``grow_below_mm3`` is replaced by
+    # its connected region of probability >= ``grow_threshold`` (before the volume and shape filters). On thick
+    # slices a 5 mm nodule is a handful of voxels and the network's peak over it covers one or two: without this
+    # it is dropped as too small, or kept as a speck the false-positive reduction cannot tell from noise.
+    # None: off (as in the shipped card: with the logistic reduction it finds more but ranks worse; see
+    # training/logs/nodule-unet-s-gbm.experiment.json)
+    grow_threshold: float | None = Field(None, gt=0, le=1)
+    grow_below_mm3: float = Field(0.0, ge=0)
     # how the fine pass's probability is combined with the coarse pass's, resampled onto the same box:
     # "fine" (fine alone), "mean" (the two scales averaged: the coarse pass sees more context, which
     # keeps a large heterogeneous lesion whole), "max"
@@ -111,6 +119,12 @@ class InferenceSpec(_Spec):
     min_lung_fraction: float = 0.5  # at least this fraction of a candidate lies in the lung mask grown by …
     lung_fraction_margin_mm: float = 3.0  # … this margin (mediastinum, chest wall and hila are not nodules)
     edge_growth: EdgeGrowthSpec | None = None  # grow masks out to the nodule's edge after detection; None: off
+
+    @model_validator(mode="after")
+    def _grow_below_threshold(self) -> InferenceSpec:
+        if self.grow_threshold is not None and self.grow_threshold >= self.threshold:
+            raise ValueError(f"grow_threshold ({self.grow_threshold}) must be below threshold ({self.threshold})")
+        return self
 
 
 class ModelSpec(_Spec):

@@ -17,7 +17,8 @@ Coarse then fine, only inside the lungs:
    crop (batch norm) swept at the fine spacing already);
 3. candidates are the connected components of fine probability ≥ ``threshold`` whose maximum
    probability (the candidate's ``confidence``) reaches ``min_confidence``, whose volume reaches
-   ``min_volume_mm3``, which are compact (``min_compactness``, ``max_elongation``: vessels are not) and of which at least ``min_lung_fraction`` lies within ``lung_fraction_margin_mm``
+   ``min_volume_mm3`` (with ``grow_threshold``, a component under ``grow_below_mm3`` is first replaced by its region
+   of probability ≥ ``grow_threshold``: hysteresis, for small nodules on thick slices), which are compact (``min_compactness``, ``max_elongation``: vessels are not) and of which at least ``min_lung_fraction`` lies within ``lung_fraction_margin_mm``
    of the lung mask (so the mediastinum, hila and chest wall inside the lung box give no candidates);
 4. when the model card has a ``fp_reduction`` block, each candidate is scored by it (``pipelines.fpr``) and
    that score becomes its ``confidence``; candidates below the block's ``min_score`` are set apart
@@ -235,7 +236,8 @@ def detect_nodules(volume: Volume, lung_labels: np.ndarray | None, *, model: str
                 pn = _fuse(pn, coarse_up, box, lung_box, inf.fine_fusion)
         if full_prob is not None:
             _crop(full_prob, box)[...] = np.maximum(_crop(full_prob, box), pn.astype(np.float16))
-        cands.extend(c for c in _components(pn, box, inf.threshold, inf.min_confidence, inf.min_volume_mm3, vox_mm3)
+        cands.extend(c for c in _components(pn, box, inf.threshold, inf.min_confidence, inf.min_volume_mm3, vox_mm3,
+                                            inf.grow_threshold, inf.grow_below_mm3)
                      if _shape_ok(c, sp, inf.min_compactness, inf.max_elongation))
     timings["fine"] = time.perf_counter() - t
     if lung_labels is not None:
@@ -356,13 +358,35 @@ def _merge_boxes(boxes: list[Box]) -> list[Box]:
 
 
 def _components(prob: np.ndarray, box: Box, threshold: float, min_conf: float, min_vol: float,
-                vox_mm3: float) -> list[Candidate]:
+                vox_mm3: float, grow_threshold: float | None = None, grow_below_mm3: float = 0.0) -> list[Candidate]:
+    """Candidates from the connected components of ``prob >= threshold`` (``prob`` on ``box``'s grid).
+
+    With ``grow_threshold``, a component smaller than ``grow_below_mm3`` is replaced by its connected region of
+    ``prob >= grow_threshold`` (hysteresis); regions reached from several small components are taken once, and
+    one that holds a component large enough to stand as it is is not taken (that component already does)."""
     lab, _ = ndimage.label(prob >= threshold)
-    out = []
+    regions: list[tuple[np.ndarray, tuple[slice, ...]]] = []
+    small: list[int] = []
+    low = None
     for idx, sl in enumerate(ndimage.find_objects(lab), start=1):
         if sl is None:
             continue
         m = lab[sl] == idx
+        if grow_threshold is not None and float(m.sum()) * vox_mm3 < grow_below_mm3:
+            if low is None:
+                low, _ = ndimage.label(prob >= grow_threshold)
+            k, j, i = np.argwhere(m)[0] + np.asarray([s.start for s in sl])
+            small.append(int(low[k, j, i]))
+            continue
+        regions.append((m, sl))
+    if small:
+        kept = set(np.unique(low[lab > 0][~np.isin(lab[lab > 0], _small_ids(lab, vox_mm3, grow_below_mm3))]))
+        objs = ndimage.find_objects(low)
+        for lid in sorted(set(small) - kept):
+            sl = objs[lid - 1]
+            regions.append((low[sl] == lid, sl))
+    out = []
+    for m, sl in regions:
         p = prob[sl][m]
         vol = float(m.sum()) * vox_mm3
         conf = float(p.max())
@@ -376,6 +400,12 @@ def _components(prob: np.ndarray, box: Box, threshold: float, min_conf: float, m
                              center_voxel=[int(round(ci)), int(round(cj)), int(round(ck))], volume_mm3=vol,
                              center_ijk=(float(wi), float(wj), float(wk))))
     return out
+
+
+def _small_ids(lab: np.ndarray, vox_mm3: float, below_mm3: float) -> np.ndarray:
+    """Labels of ``lab``'s components smaller than ``below_mm3``."""
+    sizes = np.bincount(lab.ravel())
+    return np.flatnonzero((sizes * vox_mm3 < below_mm3) & (np.arange(len(sizes)) > 0))
 
 
 def _shape_ok(c: Candidate, spacing_xyz, min_compactness: float, max_elongation: float) -> bool:

@@ -169,3 +169,26 @@ def test_tta_flips_average_the_mirrored_predictions():
     assert torch.allclose(both, x * 0.5 * (ramp + torch.flip(ramp, (4,))))  # flat: 0.5 everywhere
     other_axis = spec.model_copy(update={"inference": spec.inference.model_copy(update={"tta_flips": [0]})})
     assert torch.allclose(_predict(lopsided, x, other_axis, torch.device("cpu")), x * ramp)  # ramp along W kept
+
+
+def test_small_components_grow_to_their_hysteresis_region():
+    """A small nodule on thick slices: the network's peak covers one voxel (dropped as under min_volume_mm3); with
+    ``grow_threshold`` the candidate is its whole region of probability >= grow_threshold, once, centred on it; a
+    component large enough on its own is left as it is."""
+    from pipelines.infer import _components
+
+    prob = np.zeros((10, 20, 20), np.float32)
+    prob[4:7, 4:8, 4:8] = 0.5  # a faint 3x4x4 region ...
+    prob[5, 5, 5] = prob[5, 6, 6] = 0.95  # ... with two separate one-voxel peaks
+    prob[2:8, 12:18, 12:18] = 0.9  # a large confident component
+    prob[1, 11:19, 11:19] = 0.5  # and a faint rim on top of it
+    box = ((0, 10), (0, 20), (0, 20))
+    vox = 12.0  # mm3: 1.75 x 1.75 x 4 mm
+    plain = _components(prob, box, 0.75, 0.5, 20.0, vox)
+    assert [int(c.mask.sum()) for c in plain] == [216]  # the peaks are dropped as too small
+    grown = _components(prob, box, 0.75, 0.5, 20.0, vox, grow_threshold=0.4, grow_below_mm3=60.0)
+    sizes = sorted(int(c.mask.sum()) for c in grown)
+    assert sizes == [48, 216]  # the faint region once (both peaks lead to it); the large one without its rim
+    small = next(c for c in grown if int(c.mask.sum()) == 48)
+    assert small.confidence == pytest.approx(0.95)
+    assert small.offset == (4, 4, 4) and small.center_voxel == [6, 6, 5]  # [i, j, k], rounded centroid
