@@ -18,7 +18,9 @@ Coarse then fine, only inside the lungs:
 3. candidates are the connected components of fine probability ≥ ``threshold`` whose maximum
    probability (the candidate's ``confidence``) reaches ``min_confidence``, whose volume reaches
    ``min_volume_mm3`` (with ``grow_threshold``, a component under ``grow_below_mm3`` is first replaced by its region
-   of probability ≥ ``grow_threshold``: hysteresis, for small nodules on thick slices), which are compact (``min_compactness``, ``max_elongation``: vessels are not) and of which at least ``min_lung_fraction`` lies within ``lung_fraction_margin_mm``
+   of probability ≥ ``grow_threshold``: hysteresis, for small nodules on thick slices), which are compact
+   (``min_compactness``, ``max_elongation``: vessels are not) and of which at least ``min_lung_fraction`` lies within
+   ``lung_fraction_margin_mm``
    of the lung mask (so the mediastinum, hila and chest wall inside the lung box give no candidates);
 4. when the model card has a ``fp_reduction`` block, each candidate is scored by it (``pipelines.fpr``) and
    that score becomes its ``confidence``; candidates below the block's ``min_score`` are set apart
@@ -366,7 +368,8 @@ def _components(prob: np.ndarray, box: Box, threshold: float, min_conf: float, m
     one that holds a component large enough to stand as it is is not taken (that component already does)."""
     lab, _ = ndimage.label(prob >= threshold)
     regions: list[tuple[np.ndarray, tuple[slice, ...]]] = []
-    small: list[int] = []
+    small: list[int] = []  # for each small component, the label of its region in ``low``
+    big: list[int] = []  # labels (in ``lab``) of the components that stand as they are
     low = None
     for idx, sl in enumerate(ndimage.find_objects(lab), start=1):
         if sl is None:
@@ -379,8 +382,9 @@ def _components(prob: np.ndarray, box: Box, threshold: float, min_conf: float, m
             small.append(int(low[k, j, i]))
             continue
         regions.append((m, sl))
+        big.append(idx)
     if small:
-        kept = set(np.unique(low[lab > 0][~np.isin(lab[lab > 0], _small_ids(lab, vox_mm3, grow_below_mm3))]))
+        kept = set(np.unique(low[np.isin(lab, big)]).tolist())
         objs = ndimage.find_objects(low)
         for lid in sorted(set(small) - kept):
             sl = objs[lid - 1]
@@ -400,12 +404,6 @@ def _components(prob: np.ndarray, box: Box, threshold: float, min_conf: float, m
                              center_voxel=[int(round(ci)), int(round(cj)), int(round(ck))], volume_mm3=vol,
                              center_ijk=(float(wi), float(wj), float(wk))))
     return out
-
-
-def _small_ids(lab: np.ndarray, vox_mm3: float, below_mm3: float) -> np.ndarray:
-    """Labels of ``lab``'s components smaller than ``below_mm3``."""
-    sizes = np.bincount(lab.ravel())
-    return np.flatnonzero((sizes * vox_mm3 < below_mm3) & (np.arange(len(sizes)) > 0))
 
 
 def _shape_ok(c: Candidate, spacing_xyz, min_compactness: float, max_elongation: float) -> bool:

@@ -73,11 +73,12 @@ class TrainConfig(_C):
     weight_decay: float = 1e-5
     lambda_dice: float = 1.0
     lambda_ce: float = 1.0
-    # Dice per patch, over the patches that hold nodule voxels (at least dice_min_voxels), instead of one Dice over the batch: a batch Dice
-    # is dominated by the large nodules in it, and a 5 mm nodule's few voxels barely move it (the network then
-    # marks only the core of a small nodule, or nothing). Cross-entropy stays over every voxel of every patch.
+    # Dice per patch, over the patches that hold nodule voxels (at least dice_min_voxels), instead of one Dice over
+    # the batch: a batch Dice is dominated by the large nodules in it, and a 5 mm nodule's few voxels barely move it
+    # (the network then marks only the core of a small nodule, or nothing). Cross-entropy stays over every voxel.
+    # Tried, not used by the shipped model: training/logs/nodule-unet-s-pp.experiment.json
     dice_per_patch: bool = False
-    dice_min_voxels: int = Field(1, ge=1)  # with dice_per_patch: patches with fewer nodule voxels (a sliver at the edge) get no Dice term
+    dice_min_voxels: int = Field(1, ge=1)  # with dice_per_patch: a patch with fewer nodule voxels (a sliver) has no Dice
     log_every: int = 20
     val_every: int = 200
     threads: int | None = None
