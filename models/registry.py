@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.errors import ModelError
-from models.fpr import FPReducer
+from models.fpr import Reducer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +141,7 @@ class ModelSpec(_Spec):
     backend: Literal["torch", "onnxruntime", "bundle"] = "torch"
     input: InputSpec
     inference: InferenceSpec
-    fp_reduction: FPReducer | None = None  # second-stage candidate scorer (training/fpr.py); None: network only
+    fp_reduction: Reducer | None = None  # second-stage candidate scorer (training/fpr.py); None: network only
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)

@@ -48,7 +48,7 @@ from scipy import ndimage
 
 from models.backends import Backend, create_backend
 from models.errors import ModelError as _ModelsModelError
-from models.fpr import FPReducer
+from models.fpr import Reducer
 from models.networks import size_divisor
 from models.registry import ModelSpec, load_spec
 from pipelines.errors import ModelError, PreprocessError
@@ -103,6 +103,8 @@ class Detections:
 @functools.lru_cache(maxsize=8)
 def _cached_backend(name: str | None, backend: str, device: str) -> tuple[ModelSpec, Backend]:
     spec = load_spec(name)
+    if spec.fp_reduction is not None and spec.fp_reduction.kind == "trees":
+        spec.fp_reduction.load()  # a missing or altered trees file fails here, before any study is read
     return spec, create_backend(spec, backend, torch.device(device))
 
 
@@ -288,7 +290,7 @@ def _coarse_map(be: Backend, image: torch.Tensor, spec: ModelSpec, dev: torch.de
     return (prob * grown).cpu().numpy(), lm.cpu().numpy(), (lm, grown)
 
 
-def _reduce_false_positives(cands: list[Candidate], fpr: FPReducer, hu: np.ndarray, spacing_xyz,
+def _reduce_false_positives(cands: list[Candidate], fpr: Reducer, hu: np.ndarray, spacing_xyz,
                             lung_labels: np.ndarray | None) -> tuple[list[Candidate], list[Candidate]]:
     """Score each candidate with the card's second stage: (those reaching ``fpr.min_score``, the others)."""
     if not cands:

@@ -3,14 +3,22 @@
 Runs the card's detector (network and candidate filters, no second stage) on synthetic studies from
 seeds the network was not trained on (its outputs on its own training studies are over-confident),
 labels each candidate true when it hits a generated nodule (LUNA16 rule: within the nodule's radius),
-fits :func:`models.fpr.fit_logistic` on the candidates' features, picks ``min_score`` as the highest
-score that keeps ``keep_sensitivity`` of the true candidates of the fitting set, and writes the result
-into the card's ``fp_reduction`` block. Study-wise two-fold cross-validation is reported beside it.
-Evaluation seeds (>= 900000) and the network's training seeds are refused.
+fits a scorer on the candidates' features, picks ``min_score`` as the highest score that keeps
+``keep_sensitivity`` of the true candidates, and writes the result into the card's ``fp_reduction`` block.
+Two scorers (``kind``):
+
+- ``logistic``: :func:`models.fpr.fit_logistic`; ``min_score`` from its scores on the fitting set;
+- ``trees``: scikit-learn's ``HistGradientBoostingClassifier`` (a training dependency only), exported with
+  :func:`models.fpr.export_trees` to a JSON file beside the weights whose sha256 goes into the card; the trees
+  fit their own candidates closely, so ``min_score`` comes from the study-wise out-of-fold scores instead.
+
+Study-wise two-fold cross-validation is reported beside either. Evaluation seeds (>= 900000) and the
+network's training seeds are refused.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -20,7 +28,8 @@ import numpy as np
 import torch
 import yaml
 
-from models.fpr import FEATURES, FPReducer, feature_matrix, fit_logistic
+from models.fpr import (FEATURES, FPReducer, TreeReducer, export_trees, feature_matrix, fit_logistic, sha256_file,
+                        REPO_ROOT)
 from models.registry import load_spec, models_dir
 from pipelines.errors import ConfigError
 from pipelines.infer import detect_nodules
@@ -114,45 +123,116 @@ def min_score_for(scores: np.ndarray, y: np.ndarray, keep_sensitivity: float) ->
     return float(pos[k - 1])
 
 
-def fit(rows: list[dict[str, float]], y: np.ndarray, owner: np.ndarray, *, l2: float = 1.0,
-        keep_sensitivity: float = 0.98, features: tuple[str, ...] = FEATURES) -> tuple[FPReducer, dict[str, Any]]:
-    """The fitted reducer, and a report with study-wise two-fold cross-validation."""
-    if len(rows) < 10 or y.sum() < 3 or (1 - y).sum() < 3:
-        raise ConfigError(f"too few candidates to fit a false-positive reduction ({len(rows)}, {int(y.sum())} true)")
-    x = feature_matrix(rows, features)
-    studies = np.unique(owner)
-    fold = np.isin(owner, studies[::2])
-    cv = []
-    for test in (fold, ~fold):
-        m, s, c, b = fit_logistic(x[~test], y[~test], l2=l2)
+# The trees' settings (scikit-learn HistGradientBoostingClassifier); not tuned: chosen once, on the tuning sets'
+# evidence that trees rank small nodules better than the logistic model (training/logs/nodule-unet-s-gbm.experiment.json).
+TREE_PARAMS: dict[str, Any] = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 10,
+                               "random_state": 0}
+
+
+def _fit_scorer(x: np.ndarray, y: np.ndarray, kind: str, l2: float, features: tuple[str, ...],
+                tree_params: dict[str, Any]) -> tuple[Any, Any]:
+    """(reducer or fitted trees, a function scoring feature rows) of one fit."""
+    if kind == "logistic":
+        m, s, c, b = fit_logistic(x, y, l2=l2)
         red = FPReducer(features=list(features), mean=m.tolist(), scale=s.tolist(), coef=c.tolist(), intercept=b,
                         min_score=0.0)
-        thr = min_score_for(red.score(x[~test]), y[~test], keep_sensitivity)
-        sc = red.score(x[test])
-        kept = sc >= thr
+        return red, red.score
+    try:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+    except ImportError as err:  # pragma: no cover - a declared dependency
+        raise ConfigError("fitting a trees reduction needs scikit-learn (pip install scikit-learn)") from err
+    gb = HistGradientBoostingClassifier(early_stopping=False, **tree_params).fit(x, y)
+    return gb, lambda z: gb.predict_proba(z)[:, 1]
+
+
+def _two_folds(owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Study-wise folds: every other study (sorted by seed) in the first."""
+    fold = np.isin(owner, np.unique(owner)[::2])
+    return fold, ~fold
+
+
+def _min_score(x: np.ndarray, y: np.ndarray, owner: np.ndarray, kind: str, l2: float, features: tuple[str, ...],
+               params: dict[str, Any], keep_sensitivity: float) -> float:
+    """``min_score`` for a scorer fitted on these rows: from its own scores (logistic), or from study-wise
+    two-fold out-of-fold scores (trees: they fit their own rows too closely for their scores to set it)."""
+    if kind == "logistic":
+        _, score = _fit_scorer(x, y, kind, l2, features, params)
+        return min_score_for(score(x), y, keep_sensitivity)
+    oof = np.zeros(len(y))
+    for test in _two_folds(owner):
+        _, score = _fit_scorer(x[~test], y[~test], kind, l2, features, params)
+        oof[test] = score(x[test])
+    return min_score_for(oof, y, keep_sensitivity)
+
+
+def fit(rows: list[dict[str, float]], y: np.ndarray, owner: np.ndarray, *, l2: float = 1.0,
+        keep_sensitivity: float = 0.98, features: tuple[str, ...] = FEATURES, kind: str = "logistic",
+        tree_params: dict[str, Any] | None = None) -> tuple[FPReducer | dict[str, Any], dict[str, Any]]:
+    """The fitted scorer and a report with study-wise two-fold cross-validation.
+
+    ``kind`` "logistic": the :class:`FPReducer`. ``kind`` "trees": a dict with the trees document
+    (:func:`models.fpr.export_trees`) and the fields of a :class:`TreeReducer` but its file (see
+    :func:`write_to_card`)."""
+    if kind not in ("logistic", "trees"):
+        raise ConfigError(f"unknown false-positive reduction kind {kind!r}; allowed: logistic, trees")
+    if len(rows) < 10 or y.sum() < 3 or (1 - y).sum() < 3:
+        raise ConfigError(f"too few candidates to fit a false-positive reduction ({len(rows)}, {int(y.sum())} true)")
+    params = {**TREE_PARAMS, **(tree_params or {})}
+    x = feature_matrix(rows, features)
+    studies = np.unique(owner)
+    cv = []
+    for test in _two_folds(owner):
+        thr = _min_score(x[~test], y[~test], owner[~test], kind, l2, features, params, keep_sensitivity)
+        _, score = _fit_scorer(x[~test], y[~test], kind, l2, features, params)
+        kept = score(x[test]) >= thr
         cv.append({"true_kept": int((kept & (y[test] == 1)).sum()), "true": int((y[test] == 1).sum()),
                    "false_kept": int((kept & (y[test] == 0)).sum()), "false": int((y[test] == 0).sum()),
                    "studies": int(len(np.unique(owner[test])))})
-    m, s, c, b = fit_logistic(x, y, l2=l2)
-    red = FPReducer(features=list(features), mean=m.tolist(), scale=s.tolist(), coef=c.tolist(), intercept=b,
-                    min_score=0.0)
-    thr = min_score_for(red.score(x), y, keep_sensitivity)
+    model, _ = _fit_scorer(x, y, kind, l2, features, params)
+    thr = _min_score(x, y, owner, kind, l2, features, params, keep_sensitivity)
     tk = sum(f["true_kept"] for f in cv)
     fk = sum(f["false_kept"] for f in cv)
-    report = {"candidates": int(len(y)), "true": int(y.sum()), "studies": int(len(studies)),
-              "seeds": [int(studies.min()), int(studies.max())], "l2": l2, "keep_sensitivity": keep_sensitivity,
+    report = {"kind": kind, "candidates": int(len(y)), "true": int(y.sum()), "studies": int(len(studies)),
+              "seeds": [int(studies.min()), int(studies.max())], "keep_sensitivity": keep_sensitivity,
               "cv2_true_kept_fraction": round(tk / max(int(y.sum()), 1), 4),
               "cv2_false_kept_per_study": round(fk / max(len(studies), 1), 3),
               "false_per_study_before": round(float((y == 0).sum()) / max(len(studies), 1), 3)}
-    red = red.model_copy(update={"min_score": round(thr, 6), "fitted_on": report})
-    return red, report
+    if kind == "logistic":
+        report["l2"] = l2
+        return model.model_copy(update={"min_score": round(thr, 6), "fitted_on": report}), report
+    import sklearn
+
+    report.update({"trees": params, "scikit_learn": sklearn.__version__, "min_score_from": "out-of-fold scores"})
+    return {"document": export_trees(model, list(features)), "features": list(features),
+            "min_score": round(thr, 6), "fitted_on": report}, report
 
 
-def write_to_card(model: str, reducer: FPReducer) -> Path:
-    """Put ``reducer`` in the card's ``fp_reduction`` block (the rest of the card is kept as it is)."""
+def write_trees(document: dict[str, Any], path: Path) -> str:
+    """Write a trees document (compact JSON) and return its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, separators=(",", ":")) + "\n")
+    return sha256_file(path)
+
+
+def write_to_card(model: str, reducer: FPReducer | dict[str, Any]) -> Path:
+    """Put ``reducer`` in the card's ``fp_reduction`` block (the rest of the card is kept as it is). A trees
+    reducer (the dict :func:`fit` returns) is first written to a file, its path and sha256 going into the block:
+    beside the card's weights as ``<name>.fpr-trees.json`` for a card of the models folder, beside the card
+    (``<card>.fpr-trees.json``) for a card elsewhere (a trial card never overwrites a shipped file)."""
     spec = load_spec(model)
     path = Path(model) if model.endswith((".yaml", ".yml")) else models_dir() / f"{spec.name}.yaml"
     card = yaml.safe_load(path.read_text())
+    if isinstance(reducer, dict):
+        shipped = path.resolve().parent == models_dir().resolve()
+        trees = (spec.weights.path().parent / f"{spec.name}.fpr-trees.json" if shipped
+                 else path.with_suffix(".fpr-trees.json"))
+        digest = write_trees(reducer["document"], trees)
+        try:
+            where = str(trees.resolve().relative_to(REPO_ROOT))
+        except ValueError:
+            where = str(trees.resolve())
+        reducer = TreeReducer(kind="trees", features=reducer["features"], trees=where, trees_sha256=digest,
+                              min_score=reducer["min_score"], fitted_on=reducer["fitted_on"])
     card["fp_reduction"] = reducer.model_dump(mode="json")
     path.write_text(yaml.safe_dump(card, sort_keys=False, width=110))
     return path

@@ -16,6 +16,8 @@ def register(app: typer.Typer) -> None:
                                   "evaluation seeds."),
         preset: str = typer.Option("fast", "--preset", help="Synthetic preset of groups that name none."),
         keep: float = typer.Option(0.98, "--keep-sensitivity", help="Fraction of true candidates min_score keeps."),
+        kind: str = typer.Option("logistic", "--kind", help="Scorer: logistic (coefficients in the card) or trees "
+                                 "(gradient-boosted trees, scikit-learn, written beside the weights with their sha256)."),
         l2: float = typer.Option(1.0, "--l2", help="L2 penalty of the logistic regression."),
         cache: str = typer.Option(".cache/fpr", "--cache", help="Keep generated studies here as .npz."),
         write: bool = typer.Option(True, "--write/--no-write", help="Write the result into the model card."),
@@ -24,6 +26,10 @@ def register(app: typer.Typer) -> None:
         """Run the detector on training studies, fit the candidate scorer, write it to the card."""
         from training.fpr import collect_groups, fit, parse_seed_groups, write_to_card
 
+        from pipelines.errors import ConfigError
+
+        if kind not in ("logistic", "trees"):
+            raise ConfigError(f"--kind must be logistic or trees, got {kind!r}")
         groups = parse_seed_groups(seeds, preset)
         name = model
         if name is None:
@@ -31,8 +37,8 @@ def register(app: typer.Typer) -> None:
 
             name = default_model_name()
         rows, y, owner = collect_groups(name, groups, cache_dir=cache)
-        reducer, report = fit(rows, y, owner, l2=l2, keep_sensitivity=keep)
+        reducer, report = fit(rows, y, owner, l2=l2, keep_sensitivity=keep, kind=kind)
         if write:
             report["card"] = str(write_to_card(name, reducer))
-        report["min_score"] = reducer.min_score
+        report["min_score"] = reducer["min_score"] if isinstance(reducer, dict) else reducer.min_score
         write_json(report, json_path)

@@ -126,3 +126,85 @@ def test_train_fpr_refuses_bad_or_forbidden_seeds_in_one_line(seeds, message, ca
     assert main(["train-fpr", "--seeds", seeds, "--no-write"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+
+
+def _tree_data(n, seed):
+    """Twelve features; the label depends on an interaction a linear model cannot represent; a few missing values."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(FEATURES)))
+    x[rng.random(x.shape) < 0.01] = np.nan
+    y = ((x[:, 0] > 0.2) ^ (np.nan_to_num(x[:, 3]) < -0.5)).astype(int)
+    return x, y
+
+
+def test_exported_trees_score_exactly_as_scikit_learn_does(tmp_path):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from models.fpr import TreeReducer, export_trees
+    from training.fpr import write_trees
+
+    x, y = _tree_data(2000, 0)
+    gb = HistGradientBoostingClassifier(max_iter=40, max_leaf_nodes=15, random_state=0, early_stopping=False).fit(x, y)
+    path = tmp_path / "t.fpr-trees.json"
+    digest = write_trees(export_trees(gb, list(FEATURES)), path)
+    red = TreeReducer(kind="trees", features=list(FEATURES), trees=str(path), trees_sha256=digest, min_score=0.5)
+    xt, yt = _tree_data(500, 1)
+    assert np.abs(red.score(xt) - gb.predict_proba(xt)[:, 1]).max() < 1e-12  # missing values included
+    assert ((red.score(xt) >= 0.5) == (yt == 1)).mean() > 0.9
+
+
+def test_a_trees_file_that_is_missing_altered_or_malformed_gives_a_clear_model_error(tmp_path):
+    from models.fpr import TreeReducer, sha256_file
+
+    path = tmp_path / "t.json"
+    red = TreeReducer(kind="trees", features=["hu_mean"], trees=str(path), trees_sha256="0" * 64, min_score=0.5)
+    with pytest.raises(ModelError, match="missing"):
+        red.score(np.zeros((1, 1)))
+    path.write_text('{"format": "preread-fpr-trees/1"}')
+    with pytest.raises(ModelError, match="sha256 .* the model card says"):
+        red.score(np.zeros((1, 1)))
+    red = TreeReducer(kind="trees", features=["hu_mean"], trees=str(path), trees_sha256=sha256_file(path), min_score=0.5)
+    with pytest.raises(ModelError, match="malformed"):
+        red.score(np.zeros((1, 1)))
+
+
+def test_trees_are_fitted_written_beside_a_trial_card_and_read_back_through_it(tmp_path):
+    from training.fpr import fit, write_to_card
+
+    x, y = _tree_data(1500, 2)
+    rows = [dict(zip(FEATURES, r)) for r in np.nan_to_num(x)]
+    owner = np.repeat(np.arange(30), 50)
+    reducer, report = fit(rows, y, owner, kind="trees", keep_sensitivity=0.95, tree_params={"max_iter": 30})
+    assert report["kind"] == "trees" and report["min_score_from"] == "out-of-fold scores"
+    assert report["cv2_true_kept_fraction"] > 0.85
+    card = yaml.safe_load(load_spec(None).model_dump_json())
+    card["default"] = False
+    p = tmp_path / "trial.yaml"
+    p.write_text(yaml.safe_dump(card))
+    write_to_card(str(p), reducer)
+    assert (tmp_path / "trial.fpr-trees.json").is_file()  # beside the trial card, never over a shipped file
+    spec = load_spec(str(p))
+    assert spec.fp_reduction.kind == "trees" and spec.fp_reduction.min_score == reducer["min_score"]
+    xt, yt = _tree_data(400, 3)
+    kept = spec.fp_reduction.score(np.nan_to_num(xt)) >= spec.fp_reduction.min_score
+    assert kept[yt == 1].mean() > 0.85 and kept[yt == 0].mean() < 0.3
+
+
+def test_a_card_whose_trees_file_was_altered_fails_before_any_study_is_read(tmp_path):
+    from pipelines.errors import ModelError as PipelinesModelError
+    from pipelines.infer import get_model
+
+    trees = tmp_path / "x.fpr-trees.json"
+    trees.write_text("{}")
+    card = yaml.safe_load(load_spec(None).model_dump_json())
+    card["default"] = False
+    card["fp_reduction"] = {"kind": "trees", "features": ["hu_mean"], "trees": str(trees),
+                            "trees_sha256": "a" * 64, "min_score": 0.5}
+    p = tmp_path / "altered.yaml"
+    p.write_text(yaml.safe_dump(card))
+    with pytest.raises(PipelinesModelError, match="sha256"):
+        get_model(str(p))
+    card["fp_reduction"]["kind"] = "forest"
+    p.write_text(yaml.safe_dump(card))
+    with pytest.raises(ModelError, match="fp_reduction"):
+        load_spec(str(p))
