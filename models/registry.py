@@ -106,7 +106,8 @@ class InferenceSpec(_Spec):
     # its connected region of probability >= ``grow_threshold`` (before the volume and shape filters). On thick
     # slices a 5 mm nodule is a handful of voxels and the network's peak over it covers one or two: without this
     # it is dropped as too small, or kept as a speck the false-positive reduction cannot tell from noise.
-    # None: off (as in the shipped card: with the logistic reduction it finds more but ranks worse; see
+    # None: off (as in the shipped card: with the logistic reduction it found more but ranked worse, with the trees
+    # it gave the same sensitivity at 1 FP/scan and more false positives;
     # training/logs/nodule-unet-s-gbm.experiment.json)
     grow_threshold: float | None = Field(None, gt=0, le=1)
     grow_below_mm3: float = Field(0.0, ge=0)

@@ -124,7 +124,8 @@ def min_score_for(scores: np.ndarray, y: np.ndarray, keep_sensitivity: float) ->
 
 
 # The trees' settings (scikit-learn HistGradientBoostingClassifier); not tuned: chosen once, on the tuning sets'
-# evidence that trees rank small nodules better than the logistic model (training/logs/nodule-unet-s-gbm.experiment.json).
+# evidence that trees rank small nodules better than the logistic model
+# (training/logs/nodule-unet-s-gbm.experiment.json).
 TREE_PARAMS: dict[str, Any] = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 10,
                                "random_state": 0}
 

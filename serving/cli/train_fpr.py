@@ -16,8 +16,9 @@ def register(app: typer.Typer) -> None:
                                   "evaluation seeds."),
         preset: str = typer.Option("fast", "--preset", help="Synthetic preset of groups that name none."),
         keep: float = typer.Option(0.98, "--keep-sensitivity", help="Fraction of true candidates min_score keeps."),
-        kind: str = typer.Option("logistic", "--kind", help="Scorer: logistic (coefficients in the card) or trees "
-                                 "(gradient-boosted trees, scikit-learn, written beside the weights with their sha256)."),
+        kind: str = typer.Option("trees", "--kind", help="Scorer: trees (gradient-boosted trees, scikit-learn, written "
+                                 "beside the weights with their sha256; the default card's) or logistic "
+                                 "(coefficients in the card)."),
         l2: float = typer.Option(1.0, "--l2", help="L2 penalty of the logistic regression."),
         cache: str = typer.Option(".cache/fpr", "--cache", help="Keep generated studies here as .npz."),
         write: bool = typer.Option(True, "--write/--no-write", help="Write the result into the model card."),

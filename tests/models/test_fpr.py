@@ -163,7 +163,8 @@ def test_a_trees_file_that_is_missing_altered_or_malformed_gives_a_clear_model_e
     path.write_text('{"format": "preread-fpr-trees/1"}')
     with pytest.raises(ModelError, match="sha256 .* the model card says"):
         red.score(np.zeros((1, 1)))
-    red = TreeReducer(kind="trees", features=["hu_mean"], trees=str(path), trees_sha256=sha256_file(path), min_score=0.5)
+    red = TreeReducer(kind="trees", features=["hu_mean"], trees=str(path), trees_sha256=sha256_file(path),
+                      min_score=0.5)
     with pytest.raises(ModelError, match="malformed"):
         red.score(np.zeros((1, 1)))
 
