@@ -153,11 +153,10 @@ def _two_folds(owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _min_score(x: np.ndarray, y: np.ndarray, owner: np.ndarray, kind: str, l2: float, features: tuple[str, ...],
-               params: dict[str, Any], keep_sensitivity: float) -> float:
-    """``min_score`` for a scorer fitted on these rows: from its own scores (logistic), or from study-wise
-    two-fold out-of-fold scores (trees: they fit their own rows too closely for their scores to set it)."""
+               params: dict[str, Any], keep_sensitivity: float, score) -> float:
+    """``min_score`` for ``score``, a scorer fitted on these rows: from its own scores (logistic), or from
+    study-wise two-fold out-of-fold scores (trees: they fit their own rows too closely for their scores to set it)."""
     if kind == "logistic":
-        _, score = _fit_scorer(x, y, kind, l2, features, params)
         return min_score_for(score(x), y, keep_sensitivity)
     oof = np.zeros(len(y))
     for test in _two_folds(owner):
@@ -183,14 +182,14 @@ def fit(rows: list[dict[str, float]], y: np.ndarray, owner: np.ndarray, *, l2: f
     studies = np.unique(owner)
     cv = []
     for test in _two_folds(owner):
-        thr = _min_score(x[~test], y[~test], owner[~test], kind, l2, features, params, keep_sensitivity)
         _, score = _fit_scorer(x[~test], y[~test], kind, l2, features, params)
+        thr = _min_score(x[~test], y[~test], owner[~test], kind, l2, features, params, keep_sensitivity, score)
         kept = score(x[test]) >= thr
         cv.append({"true_kept": int((kept & (y[test] == 1)).sum()), "true": int((y[test] == 1).sum()),
                    "false_kept": int((kept & (y[test] == 0)).sum()), "false": int((y[test] == 0).sum()),
                    "studies": int(len(np.unique(owner[test])))})
-    model, _ = _fit_scorer(x, y, kind, l2, features, params)
-    thr = _min_score(x, y, owner, kind, l2, features, params, keep_sensitivity)
+    model, score = _fit_scorer(x, y, kind, l2, features, params)
+    thr = _min_score(x, y, owner, kind, l2, features, params, keep_sensitivity, score)
     tk = sum(f["true_kept"] for f in cv)
     fk = sum(f["false_kept"] for f in cv)
     report = {"kind": kind, "candidates": int(len(y)), "true": int(y.sum()), "studies": int(len(studies)),
