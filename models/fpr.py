@@ -10,7 +10,6 @@ probability that it is a true nodule. Scoring needs numpy only; fitting the tree
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -19,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_validator
 
 from models.errors import ModelError
+from models.weights import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TREES_FORMAT = "preread-fpr-trees/1"
@@ -131,14 +131,6 @@ def _reducer_kind(v: Any) -> str:
 
 Reducer = Annotated[Union[Annotated[FPReducer, Tag("logistic")], Annotated[TreeReducer, Tag("trees")]],
                     Discriminator(_reducer_kind)]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_trees(path: Path, sha256: str | None, features: list[str]) -> dict[str, Any]:

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 import yaml
 
-from models.fpr import (FEATURES, FPReducer, TreeReducer, export_trees, feature_matrix, fit_logistic, sha256_file,
-                        REPO_ROOT)
+from models.fpr import REPO_ROOT, FEATURES, FPReducer, TreeReducer, export_trees, feature_matrix, fit_logistic
 from models.registry import load_spec, models_dir
+from models.weights import sha256_file
 from pipelines.errors import ConfigError
 from pipelines.infer import detect_nodules
 from training.evaluate import RefNodule, training_seeds, ScanDetections, _synthetic_study, candidate_centres_mm, match_scan
